@@ -1,0 +1,322 @@
+"""The AG-UI faces: HTTP+SSE, WebSocket, connect (resume and hydrate), stop, capabilities.
+
+Every face follows a run's event log; none of them runs anything. Errors found before the
+first byte are HTTP (or WebSocket close) errors with a JSON body; after it, the stream itself
+ends with RUN_ERROR.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from agent_server.api.http import read_json
+from agent_server.auth.principals import principal_of
+from agent_server.runs.eventlog import EventLog, LogEntry
+from agent_server.runs.manager import ActiveRun, RunManager, following
+from protocol import events
+from protocol.events import Event
+from protocol.framing import (
+    SSE_HEADERS,
+    SSE_KEEPALIVE,
+    SSE_MEDIA_TYPE,
+    encode,
+    parse_event_id,
+    sse_frame,
+)
+from protocol.input import (
+    Id,
+    InputError,
+    StrictModel,
+    describe_validation_error,
+    parse_run_input,
+)
+from protocol.versions import WireVersion, downgrade, wire_version
+
+
+class ConnectRequest(StrictModel):
+    """Join a thread: CopilotKit sends a whole RunAgentInput here; we need only these."""
+
+    thread_id: Id
+    protocol_version: str | None = None
+    last_event_id: str | None = None
+
+
+class StopRequest(StrictModel):
+    thread_id: Id
+    run_id: Id | None = None
+
+
+def _validate(model: type[StrictModel], data: Any) -> Any:
+    if not isinstance(data, dict):
+        raise InputError(422, "invalid_input", "the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise InputError(422, "invalid_input", describe_validation_error(error, data)) from None
+
+
+def _services(request: Request | WebSocket) -> Any:
+    return request.app.state.services
+
+
+# POST /agui ----------------------------------------------------------------------------------
+
+
+async def run_sse(request: Request) -> Response:
+    services = _services(request)
+    data = await read_json(request, services.settings.max_body_bytes)
+    input = parse_run_input(data, services.input_limits)
+    run = await services.runs.start(input, principal_of(request).user_id)
+    version = wire_version(input.protocol_version)
+    body = _follow_sse(services, run.log, run.start_seq, version, run, ())
+    return StreamingResponse(body, media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
+
+
+async def _follow_sse(
+    services: Any,
+    log: EventLog,
+    after_seq: int,
+    version: WireVersion,
+    run: ActiveRun | None,
+    prelude: Iterable[bytes],
+) -> AsyncIterator[bytes]:
+    with following(services.runs, run):
+        for chunk in prelude:
+            yield chunk
+        async for batch in log.follow(after_seq, services.settings.keepalive_interval):
+            if not batch:
+                yield SSE_KEEPALIVE
+                continue
+            frames = _frames(log, batch, version, sse=True)
+            if frames:
+                yield b"".join(frames)
+
+
+def _frames(
+    log: EventLog, batch: list[LogEntry], version: WireVersion, *, sse: bool
+) -> list[bytes]:
+    frames = []
+    for entry in batch:
+        encoded = entry.encoded(log.run_id, version)
+        if encoded is not None:
+            frames.append(encoded[1] if sse else encoded[0])
+    return frames
+
+
+# POST /agui/connect --------------------------------------------------------------------------
+
+
+async def connect(request: Request) -> Response:
+    """Resume a run after ``Last-Event-ID``, or hydrate the thread and follow its live run."""
+    services = _services(request)
+    data = await read_json(request, services.settings.max_body_bytes)
+    body: ConnectRequest = _validate(ConnectRequest, data)
+    owner = principal_of(request).user_id
+    version = wire_version(body.protocol_version)
+    manager: RunManager = services.runs
+    active = manager.active_run(body.thread_id)
+    if active is not None and active.owner != owner:
+        active = None  # someone else's thread looks like no thread at all
+
+    last_event_id = request.headers.get("last-event-id") or body.last_event_id
+    if last_event_id:
+        try:
+            run_id, seq = parse_event_id(last_event_id)
+        except ValueError as error:
+            raise InputError(422, "invalid_event_id", str(error)) from None
+        log = manager.log(run_id)
+        owned = active is not None or await _owns_thread(services, body.thread_id, owner)
+        if log is None or log.thread_id != body.thread_id or not owned:
+            raise InputError(404, "run_not_found", f"no replayable run {run_id!r} on this thread")
+        run = active if active is not None and active.run_id == run_id else None
+        stream = _follow_sse(services, log, seq, version, run, ())
+        return StreamingResponse(stream, media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
+
+    record = await services.store.load(body.thread_id)
+    if record is not None and record.owner != owner:
+        record = None
+    if record is None and active is None:
+        raise InputError(404, "thread_not_found", f"no thread {body.thread_id!r}")
+    if active is not None:
+        messages, state = active.history, active.prepared.state.value
+        hydrate_run_id, pending = active.run_id + ":hydrate", []
+    else:
+        messages, state = record.messages, record.state
+        hydrate_run_id = record.run_ids[-1] if record.run_ids else f"{body.thread_id}:hydrate"
+        pending = record.pending_interrupts
+    prelude = _hydration(body.thread_id, hydrate_run_id, messages, state, pending, version)
+    if active is None:
+        return Response(b"".join(prelude), media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
+    stream = _follow_sse(services, active.log, active.start_seq, version, active, prelude)
+    return StreamingResponse(stream, media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
+
+
+async def _owns_thread(services: Any, thread_id: str, owner: str) -> bool:
+    record = await services.store.load(thread_id)
+    return record is not None and record.owner == owner
+
+
+def _hydration(
+    thread_id: str,
+    run_id: str,
+    messages: list[dict[str, Any]],
+    state: Any,
+    pending: list[Any],
+    version: WireVersion,
+) -> list[bytes]:
+    """A complete run that carries the thread as it is: history, state, open interrupts."""
+    outcome = None
+    if pending:
+        outcome = events.interrupt_outcome(
+            [
+                events.interrupt(
+                    item.id,
+                    "tool_call",
+                    message=f"Allow the assistant to run {item.tool_name}?",
+                    tool_call_id=item.tool_call_id,
+                )
+                for item in pending
+            ]
+        )
+    prelude: list[Event] = [
+        events.run_started(thread_id, run_id),
+        events.messages_snapshot(messages),
+        events.state_snapshot(state if state is not None else {}),
+        events.run_finished(thread_id, run_id, outcome=outcome),
+    ]
+    frames = []
+    for event in prelude:
+        shaped = event if version is WireVersion.V1 else downgrade(event)
+        if shaped is not None:
+            frames.append(sse_frame(encode(shaped)))
+    return frames
+
+
+# POST /agui/stop -----------------------------------------------------------------------------
+
+
+async def stop(request: Request) -> Response:
+    services = _services(request)
+    data = await read_json(request, services.settings.max_body_bytes)
+    body: StopRequest = _validate(StopRequest, data)
+    owner = principal_of(request).user_id
+    run_id = await services.runs.stop(body.thread_id, owner, body.run_id)
+    return JSONResponse({"threadId": body.thread_id, "runId": run_id, "status": "cancelled"})
+
+
+# GET /agui/capabilities ----------------------------------------------------------------------
+
+
+async def capabilities(request: Request) -> Response:
+    services = _services(request)
+    return JSONResponse(services.capabilities())
+
+
+# GET /agui/ws --------------------------------------------------------------------------------
+
+
+async def run_ws(websocket: WebSocket) -> None:
+    """One JSON event per text frame. The client sends a RunAgentInput to start a run and
+    ``{"type": "stop"}`` to stop it; after a run ends the socket takes the next input.
+    Errors before a run starts are a ``{"error": ...}`` frame and close code 4000 + status."""
+    services = _services(websocket)
+    manager: RunManager = services.runs
+    owner = principal_of(websocket).user_id
+    await websocket.accept()
+    inbox: asyncio.Queue[str | None] = asyncio.Queue()
+    reader = asyncio.create_task(_read_frames(websocket, inbox))
+    try:
+        while (frame := await inbox.get()) is not None:
+            try:
+                input = parse_run_input(frame.encode(), services.input_limits)
+                run = await manager.start(input, owner)
+            except InputError as error:
+                await _ws_error(websocket, error)
+                return
+            version = wire_version(input.protocol_version)
+            if not await _stream_run_ws(websocket, manager, run, version, inbox):
+                return
+    except WebSocketDisconnect:
+        return
+    finally:
+        reader.cancel()
+
+
+async def _stream_run_ws(
+    websocket: WebSocket,
+    manager: RunManager,
+    run: ActiveRun,
+    version: WireVersion,
+    inbox: asyncio.Queue[str | None],
+) -> bool:
+    """Send the run's events while watching for stop frames; False if the client left."""
+
+    async def watch_for_stop() -> None:
+        while (frame := await inbox.get()) is not None:
+            if _is_stop(frame):
+                with contextlib.suppress(InputError):
+                    await manager.stop(run.thread_id, run.owner, run.run_id)
+            else:
+                error = InputError(409, "thread_busy", "a run is active on this socket")
+                await websocket.send_text(orjson.dumps(_error_body(error)).decode())
+        raise WebSocketDisconnect()
+
+    with following(manager, run):
+        watcher = asyncio.create_task(watch_for_stop())
+        try:
+            async for batch in run.log.follow(run.start_seq):
+                for frame in _frames(run.log, batch, version, sse=False):
+                    await websocket.send_text(frame.decode())
+                if watcher.done():
+                    return False
+        except WebSocketDisconnect:
+            return False
+        finally:
+            watcher.cancel()
+    return True
+
+
+async def _read_frames(websocket: WebSocket, inbox: asyncio.Queue[str | None]) -> None:
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            await inbox.put(message.get("text") or (message.get("bytes") or b"").decode())
+    finally:
+        await inbox.put(None)
+
+
+def _is_stop(frame: str) -> bool:
+    with contextlib.suppress(orjson.JSONDecodeError):
+        data = orjson.loads(frame)
+        return isinstance(data, dict) and str(data.get("type", "")).lower() == "stop"
+    return False
+
+
+def _error_body(error: InputError) -> dict[str, Any]:
+    return {"error": {"code": error.code, "message": error.message}}
+
+
+async def _ws_error(websocket: WebSocket, error: InputError) -> None:
+    await websocket.send_text(orjson.dumps(_error_body(error)).decode())
+    await websocket.close(code=4000 + error.status, reason=error.code)
+
+
+routes = [
+    Route("/agui", run_sse, methods=["POST"]),
+    Route("/agui/connect", connect, methods=["POST"]),
+    Route("/agui/stop", stop, methods=["POST"]),
+    Route("/agui/capabilities", capabilities, methods=["GET"]),
+    WebSocketRoute("/agui/ws", run_ws),
+]

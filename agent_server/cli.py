@@ -1,0 +1,130 @@
+"""``citadel``: serve, chat with a running server, check the setup, verify a recorded stream."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import orjson
+
+from agent_server.config import ConfigError, Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="citadel", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--host", help="bind address (default CITADEL_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default CITADEL_PORT or 8000)")
+
+    chat = commands.add_parser("chat", help="ask a running server and stream the answer")
+    chat.add_argument("question")
+    chat.add_argument("--url", default=None, help="server base URL (default from settings)")
+    chat.add_argument("--thread", default=None, help="continue this thread id")
+
+    commands.add_parser("doctor", help="check the configuration and every configured backend")
+
+    verify = commands.add_parser("verify", help="check a recorded AG-UI stream (.sse or .jsonl)")
+    verify.add_argument("file", type=Path)
+    verify.add_argument(
+        "--legacy", action="store_true", help="judge it as a 0.0.59 client (CopilotKit 1.7x)"
+    )
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args.host, args.port)
+        if args.command == "chat":
+            return asyncio.run(_chat(args.question, args.url, args.thread))
+        if args.command == "doctor":
+            from agent_server.doctor import run_doctor
+
+            return asyncio.run(run_doctor())
+        return _verify(args.file, args.legacy)
+    except ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+
+
+def _serve(host: str | None, port: int | None) -> int:
+    import uvicorn
+
+    from agent_server.app import create_app
+
+    overrides = {key: value for key, value in (("host", host), ("port", port)) if value}
+    settings = Settings(**overrides)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    return 0
+
+
+async def _chat(question: str, url: str | None, thread: str | None) -> int:
+    from protocol.framing import parse_sse_stream
+
+    settings = Settings()
+    base = (url or f"http://{settings.host}:{settings.port}").rstrip("/")
+    body = {
+        "threadId": thread or f"cli_{uuid.uuid4().hex}",
+        "runId": f"run_{uuid.uuid4().hex}",
+        "protocolVersion": "1.0",
+        "messages": [{"id": f"msg_{uuid.uuid4().hex}", "role": "user", "content": question}],
+    }
+    out, err = sys.stdout, sys.stderr
+    status = 0
+    try:
+        async with (
+            httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as client,
+            client.stream("POST", f"{base}/agui", json=body) as response,
+        ):
+            if response.status_code != 200:
+                error = orjson.loads(await response.aread()).get("error", {})
+                print(f"error {response.status_code}: {error.get('message')}", file=err)
+                return 1
+            async for event in parse_sse_stream(response.aiter_bytes()):
+                kind = event["type"]
+                if kind == "TEXT_MESSAGE_CONTENT":
+                    out.write(event["delta"])
+                    out.flush()
+                elif kind == "TEXT_MESSAGE_END":
+                    out.write("\n")
+                elif kind == "TOOL_CALL_START":
+                    print(f"[calling {event['toolCallName']}]", file=err)
+                elif kind == "TOOL_CALL_RESULT":
+                    print(f"[result] {event['content']}", file=err)
+                elif kind == "RUN_ERROR":
+                    print(f"error ({event.get('code')}): {event['message']}", file=err)
+                    status = 1
+    except httpx.ConnectError:
+        print(f"no Citadel server at {base}; start one with `make run`", file=err)
+        return 1
+    print(f"(thread {body['threadId']})", file=err)
+    return status
+
+
+def _verify(path: Path, legacy: bool) -> int:
+    from protocol.verifier import events_from_recording, verify_events
+    from protocol.versions import WireVersion
+
+    try:
+        recorded = events_from_recording(path.read_bytes())
+    except (OSError, ValueError) as error:
+        print(f"cannot read {path}: {error}", file=sys.stderr)
+        return 2
+    findings = verify_events(recorded, WireVersion.LEGACY if legacy else WireVersion.V1)
+    for finding in findings:
+        print(finding)
+    print(f"{len(recorded)} events, {len(findings)} problem(s)")
+    return 1 if findings else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Settings: environment variables, optionally a YAML file named by ``CITADEL_CONFIG``.
+
+Every setting has an embedded default, so an empty environment runs fully offline. Names
+follow DESIGN.md: ``CITADEL_*`` for our own, the conventional names (``DATABASE_URL``,
+``REDIS_URL``, ...) for shared infrastructure. The YAML file may use either the variable
+names or the field names; the environment wins over the file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot work; the message says what to change."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CITADEL_", populate_by_name=True, extra="ignore", case_sensitive=False
+    )
+
+    env: Literal["development", "production"] = "development"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    data_dir: Path = Path("data")
+    log_level: str = "info"
+
+    # Chat model
+    llm: Literal["embedded", "ollama", "openai"] = "embedded"
+    llm_url: str | None = None
+    llm_model: str | None = None  # model name; for "embedded", a GGUF path (default: packaged)
+    llm_api_key: SecretStr | None = None
+    llm_connect_timeout: float = Field(5.0, gt=0)
+    llm_idle_timeout: float = Field(60.0, gt=0)  # longest silence allowed inside a stream
+    llm_retries: int = Field(2, ge=0, le=10)
+    llm_keep_alive: str = "5m"  # Ollama: how long the model stays loaded
+    llm_max_tokens: int | None = Field(None, gt=0)
+    llm_temperature: float | None = Field(None, ge=0, le=2)
+    llm_threads: int = Field(2, ge=1)  # embedded: llama.cpp threads
+    llm_context: int = Field(4096, ge=512)  # embedded: context window in tokens
+
+    # Agent
+    system_prompt: str | None = None
+    max_tool_rounds: int = Field(8, ge=1, le=64)
+    # Backend tools that need a person's approval to run (comma-separated names)
+    approval_tools: Annotated[list[str], NoDecode] = []
+
+    # Runs and streams
+    disconnect_grace: float = Field(30.0, ge=0)
+    run_timeout: float = Field(600.0, gt=0)
+    keepalive_interval: float = Field(15.0, gt=0)
+    event_log_retention: float = Field(3600.0, ge=0)
+
+    # Requests
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_messages: int = Field(1000, ge=1)
+    max_tools: int = Field(128, ge=0)
+
+    # Access
+    auth: Literal["off", "clerk"] = "off"
+    cors_origins: Annotated[list[str], NoDecode] = []
+
+    @field_validator("approval_tools", "cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _YamlSource(settings_cls)
+
+    def problems(self) -> list[str]:
+        """What makes this configuration unsafe or unusable; empty when it is fine."""
+        found = []
+        if self.llm in ("ollama", "openai") and not self.llm_url:
+            found.append(f"CITADEL_LLM={self.llm} needs CITADEL_LLM_URL")
+        if self.llm in ("ollama", "openai") and not self.llm_model:
+            found.append(f"CITADEL_LLM={self.llm} needs CITADEL_LLM_MODEL")
+        if self.auth == "clerk":
+            found.append("CITADEL_AUTH=clerk is not available in this build; use off locally")
+        if self.env == "production":
+            if self.auth == "off":
+                found.append("production refuses CITADEL_AUTH=off")
+            if "*" in self.cors_origins:
+                found.append("production refuses CITADEL_CORS_ORIGINS=*; list exact origins")
+        return found
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Values from the YAML file at ``$CITADEL_CONFIG``, keyed by env var or field name."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = os.environ.get("CITADEL_CONFIG")
+        self._values: dict[str, Any] = {}
+        if path:
+            try:
+                loaded = yaml.safe_load(Path(path).read_text()) or {}
+            except (OSError, yaml.YAMLError) as error:
+                raise ConfigError(f"cannot read CITADEL_CONFIG={path}: {error}") from None
+            if not isinstance(loaded, dict):
+                raise ConfigError(f"CITADEL_CONFIG={path} must hold a mapping of settings")
+            for key, value in loaded.items():
+                name = str(key).lower().removeprefix("citadel_")
+                self._values[name] = value
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        fields = self.settings_cls.model_fields
+        return {name: value for name, value in self._values.items() if name in fields}

@@ -1,0 +1,126 @@
+"""The one interface every chat backend implements.
+
+A backend turns a :class:`ChatRequest` into a stream of small deltas (text, reasoning,
+tool-call fragments, usage). The runtime turns deltas into AG-UI events; backends know
+nothing about AG-UI. Failures are raised as :class:`ModelError` subclasses whose ``code`` is
+the stable RUN_ERROR code the client sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+# Requests ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRequest:
+    """A call the assistant made earlier in the conversation; ``arguments`` is JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    tool_calls: tuple[ToolCallRequest, ...] = ()
+    tool_call_id: str | None = None  # role "tool": the call this answers
+    tool_name: str | None = None  # role "tool": Ollama wants the name, not the id
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    name: str
+    description: str
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+ToolChoice = Literal["auto", "none", "required"] | str  # or the name of one tool to force
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    messages: Sequence[ChatMessage]
+    tools: Sequence[ToolSpec] = ()
+    tool_choice: ToolChoice = "auto"
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+
+# Stream deltas -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A fragment of tool call number ``index``: id and name come first, arguments in pieces."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int | None = None
+    cached_input_tokens: int | None = None
+
+
+Delta = TextDelta | ReasoningDelta | ToolCallDelta | Usage
+
+
+# Errors --------------------------------------------------------------------------------------
+
+
+class ModelError(Exception):
+    """The backend answered, but not usefully (bad request, garbage, a mid-stream error)."""
+
+    code = "model_error"
+
+
+class ModelUnavailable(ModelError):
+    """The backend cannot be reached, is overloaded, or its circuit is open."""
+
+    code = "model_unavailable"
+
+
+class ModelTimeout(ModelError):
+    """The backend stopped producing output within the configured time."""
+
+    code = "timeout"
+
+
+# The interface -------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    provider: str  # "openai", "ollama", "embedded": reported in TokenUsage and health
+    model: str
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
+        """Stream one assistant turn. Cancelling the consumer must stop the backend's work."""
+        ...
+
+    async def check(self) -> None:
+        """Raise :class:`ModelError` if the backend cannot serve requests right now."""
+        ...
+
+    async def aclose(self) -> None: ...

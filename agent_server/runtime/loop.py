@@ -1,0 +1,430 @@
+"""The agent runtime: a RunAgentInput in, AG-UI events out.
+
+Nothing here knows about HTTP, SSE or WebSockets. A run has two phases:
+
+* :meth:`Agent.prepare` checks everything that can make a request invalid (thread owner,
+  unanswered interrupts, tool name clashes) and changes nothing, so a refused request leaves
+  no trace;
+* :meth:`Agent.run` streams the run: answers to interrupts, then model turns and tool calls
+  until the model answers, a frontend tool or an approval is needed, or the round limit is hit.
+
+The events it yields are folded into a :class:`~protocol.transcript.Transcript`, the same
+mirror the client builds, which is what gets stored, also when the run is cancelled midway.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from agent_server.models.base import (
+    ChatModel,
+    ChatRequest,
+    ModelError,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+    ToolChoice,
+    ToolSpec,
+    Usage,
+)
+from agent_server.runtime.prompt import chat_messages, system_prompt
+from agent_server.runtime.state import SharedState
+from agent_server.runtime.tools import BackendTool, ToolContext, ToolRegistry
+from agent_server.store.threads import PendingInterrupt, ThreadRecord, ThreadStore
+from protocol import events
+from protocol.events import Event
+from protocol.input import InputError, ResumeEntry, RunAgentInput, Tool
+from protocol.transcript import Transcript
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are Citadel, a helpful assistant. Answer briefly and accurately. "
+    "Use a tool when it gives a better answer than you can; otherwise answer directly."
+)
+
+APPROVAL_SCHEMA = {
+    "type": "object",
+    "properties": {"approved": {"type": "boolean"}},
+    "required": ["approved"],
+}
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    max_tool_rounds: int = 8
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+@dataclass
+class PreparedRun:
+    """A request that passed every check; running it is now safe."""
+
+    input: RunAgentInput
+    record: ThreadRecord
+    transcript: Transcript
+    state: SharedState
+    frontend_tools: dict[str, Tool]
+    answers: list[tuple[PendingInterrupt, ResumeEntry]]
+    usage: Usage = field(default_factory=Usage)
+
+    @property
+    def thread_id(self) -> str:
+        return self.input.thread_id
+
+    @property
+    def run_id(self) -> str:
+        return self.input.run_id
+
+
+@dataclass
+class _ToolCall:
+    id: str
+    name: str = ""
+    arguments: str = ""
+    started: bool = False
+
+
+@dataclass
+class _Outcome:
+    pending_tool_call_ids: list[str] = field(default_factory=list)
+    interrupts: list[PendingInterrupt] = field(default_factory=list)
+
+
+class Agent:
+    def __init__(
+        self,
+        model: ChatModel,
+        tools: ToolRegistry,
+        store: ThreadStore,
+        settings: AgentSettings = AgentSettings(),
+    ) -> None:
+        self.model = model
+        self.tools = tools
+        self.store = store
+        self.settings = settings
+
+    # Phase 1: checks -------------------------------------------------------------------------
+
+    async def prepare(self, input: RunAgentInput, owner: str) -> PreparedRun:
+        record = await self.store.load(input.thread_id)
+        if record is None:
+            record = ThreadRecord(input.thread_id, owner)
+        elif record.owner != owner:
+            # Not 403: whether someone else's thread exists is not ours to reveal.
+            raise InputError(404, "thread_not_found", f"no thread {input.thread_id!r}")
+        clashes = sorted(tool.name for tool in input.tools if tool.name in self.tools)
+        if clashes:
+            raise InputError(
+                422, "invalid_input", f"tool names reserved by the server: {', '.join(clashes)}"
+            )
+        answers = _match_answers(record.pending_interrupts, input.resume)
+        if input.run_id in record.run_ids and not any(
+            pending.run_id == input.run_id for pending in record.pending_interrupts
+        ):
+            raise InputError(409, "run_exists", f"run {input.run_id!r} already ran on this thread")
+
+        transcript = Transcript(record.messages)
+        # The server answers interrupted calls itself; CopilotKit also appends a tool message
+        # for them when it resumes, which would give the call two results.
+        answered_here = {pending.tool_call_id for pending, _ in answers}
+        for message in input.messages:
+            if message.id in transcript:
+                continue  # the stored copy is the truth
+            if message.role == "tool" and message.tool_call_id in answered_here:
+                continue
+            transcript.append(message.to_wire())
+        # The client already holds the state it sent; stored state it must be told.
+        if input.state is not None:
+            state = SharedState(input.state, announced=True)
+        else:
+            state = SharedState(record.state, announced=record.state is None)
+        return PreparedRun(
+            input=input,
+            record=record,
+            transcript=transcript,
+            state=state,
+            frontend_tools={tool.name: tool for tool in input.tools},
+            answers=answers,
+        )
+
+    # Phase 2: the run ------------------------------------------------------------------------
+
+    async def run(self, prepared: PreparedRun) -> AsyncIterator[Event]:
+        """Stream the run. Every event is also applied to ``prepared.transcript``, which is
+        saved when the generator ends, however it ends."""
+        transcript = prepared.transcript
+        outcome = _Outcome()
+        try:
+            async for event in self._run(prepared, outcome):
+                transcript.apply(event)
+                yield event
+        finally:
+            await self._save(prepared, outcome)
+
+    async def _run(self, prepared: PreparedRun, outcome: _Outcome) -> AsyncIterator[Event]:
+        input = prepared.input
+        yield events.run_started(input.thread_id, input.run_id, parent_run_id=input.parent_run_id)
+        for event in prepared.state.announce():
+            yield event
+        try:
+            if prepared.answers:
+                # Results below answer calls made in an earlier run: resend the history that
+                # holds them, so every consumer (and validator) knows those calls.
+                yield events.messages_snapshot(prepared.transcript.messages)
+                for pending, answer in prepared.answers:
+                    async for event in self._answer_interrupt(prepared, pending, answer):
+                        yield event
+            async for event in self._converse(prepared, outcome):
+                yield event
+        except ModelError as error:
+            yield events.run_error(
+                str(error) or error.code, error.code, usage=self._usage(prepared)
+            )
+            return
+        yield events.run_finished(
+            input.thread_id,
+            input.run_id,
+            outcome=_outcome_event(outcome),
+            usage=self._usage(prepared),
+        )
+
+    async def _converse(self, prepared: PreparedRun, outcome: _Outcome) -> AsyncIterator[Event]:
+        last_round = self.settings.max_tool_rounds
+        for round_number in range(last_round + 1):
+            calls: list[_ToolCall] = []
+            # Out of rounds: the model must answer with what it has.
+            choice: ToolChoice = "auto" if round_number < last_round else "none"
+            async for event in self._model_turn(prepared, choice, calls):
+                yield event
+            if not calls:
+                return
+            for call in calls:
+                tool = self.tools.get(call.name)
+                if call.name in prepared.frontend_tools:
+                    outcome.pending_tool_call_ids.append(call.id)
+                elif tool is None:
+                    yield _result(call.id, {"error": f"there is no tool named {call.name!r}"})
+                elif tool.requires_approval:
+                    outcome.interrupts.append(
+                        PendingInterrupt(
+                            new_id("int"), call.id, call.name, call.arguments, prepared.run_id
+                        )
+                    )
+                else:
+                    async for event in self._execute(prepared, tool, call.id, call.arguments):
+                        yield event
+            if outcome.interrupts or outcome.pending_tool_call_ids:
+                return
+
+    async def _model_turn(
+        self, prepared: PreparedRun, choice: ToolChoice, calls: list[_ToolCall]
+    ) -> AsyncIterator[Event]:
+        """One streamed assistant turn. Tool calls made are appended to ``calls``."""
+        request = self._request(prepared, choice)
+        text_id: str | None = None
+        text_open = False
+        reasoning_id: str | None = None
+        by_index: dict[int, _ToolCall] = {}
+
+        yield events.step_started("model")
+        async for delta in self.model.stream(request):
+            if isinstance(delta, TextDelta):
+                if not delta.text:
+                    continue
+                for event in _close_reasoning(reasoning_id):
+                    yield event
+                reasoning_id = None
+                if not text_open:
+                    text_id, text_open = new_id("msg"), True
+                    yield events.text_message_start(text_id)
+                yield events.text_message_content(text_id, delta.text)
+            elif isinstance(delta, ReasoningDelta):
+                if not delta.text or text_open:
+                    continue  # reasoning after the answer started is not shown
+                if reasoning_id is None:
+                    reasoning_id = new_id("rsn")
+                    yield events.reasoning_start(reasoning_id)
+                    yield events.reasoning_message_start(reasoning_id)
+                yield events.reasoning_message_content(reasoning_id, delta.text)
+            elif isinstance(delta, ToolCallDelta):
+                for event in _close_reasoning(reasoning_id):
+                    yield event
+                reasoning_id = None
+                if text_open:
+                    yield events.text_message_end(text_id)
+                    text_open = False
+                call = by_index.get(delta.index)
+                if call is None:
+                    # Our own ids: backends reuse theirs across turns (Ollama numbers them).
+                    call = by_index[delta.index] = _ToolCall(new_id("call"))
+                    calls.append(call)
+                call.name += delta.name or ""
+                call.arguments += delta.arguments
+                if not call.started and call.name:
+                    call.started = True
+                    # Attach to this turn's text, else to the turn's first call, which the
+                    # client turns into the assistant message.
+                    parent = text_id or (calls[0].id if call is not calls[0] else None)
+                    yield events.tool_call_start(call.id, call.name, parent_message_id=parent)
+                    if call.arguments:
+                        yield events.tool_call_args(call.id, call.arguments)
+                elif call.started and delta.arguments:
+                    yield events.tool_call_args(call.id, delta.arguments)
+            elif isinstance(delta, Usage):
+                prepared.usage = _add_usage(prepared.usage, delta)
+        for event in _close_reasoning(reasoning_id):
+            yield event
+        if text_open:
+            yield events.text_message_end(text_id)
+        for call in calls:
+            if not call.started:
+                raise ModelError("the model started a tool call without naming the tool")
+            yield events.tool_call_end(call.id)
+        yield events.step_finished("model")
+
+    def _request(self, prepared: PreparedRun, choice: ToolChoice) -> ChatRequest:
+        input = prepared.input
+        system = system_prompt(self.settings.system_prompt, input.context, prepared.state.value, ())
+        tools: list[ToolSpec] = []
+        if choice != "none":
+            tools = [tool.spec for tool in self.tools]
+            tools += [
+                ToolSpec(tool.name, tool.description, tool.parameters or {"type": "object"})
+                for tool in prepared.frontend_tools.values()
+            ]
+        return ChatRequest(
+            chat_messages(system, prepared.transcript.messages),
+            tools=tools,
+            tool_choice=choice if tools else "none",
+            max_tokens=self.settings.max_tokens,
+            temperature=self.settings.temperature,
+        )
+
+    async def _execute(
+        self, prepared: PreparedRun, tool: BackendTool, call_id: str, arguments: str
+    ) -> AsyncIterator[Event]:
+        step = f"tool:{tool.name}"
+        yield events.step_started(step)
+        context = ToolContext(prepared.thread_id, prepared.run_id, prepared.state.working)
+        result = await tool.invoke(arguments, context)
+        prepared.state.working = context.state
+        yield events.tool_call_result(new_id("msg"), call_id, result)
+        for event in prepared.state.publish():
+            yield event
+        yield events.step_finished(step)
+
+    async def _answer_interrupt(
+        self, prepared: PreparedRun, pending: PendingInterrupt, answer: ResumeEntry
+    ) -> AsyncIterator[Event]:
+        tool = self.tools.get(pending.tool_name)
+        approved = answer.status == "resolved" and not (
+            isinstance(answer.payload, dict) and answer.payload.get("approved") is False
+        )
+        if approved and tool is not None:
+            async for event in self._execute(
+                prepared, tool, pending.tool_call_id, pending.arguments
+            ):
+                yield event
+        else:
+            yield _result(
+                pending.tool_call_id,
+                {"declined": True, "message": "The user did not approve this call."},
+            )
+
+    def _usage(self, prepared: PreparedRun) -> list[dict[str, Any]]:
+        usage = prepared.usage
+        if not (usage.input_tokens or usage.output_tokens):
+            return []
+        entry = {
+            "provider": self.model.provider,
+            "model": self.model.model,
+            "inputTokens": usage.input_tokens,
+            "outputTokens": usage.output_tokens,
+            "totalTokens": usage.input_tokens + usage.output_tokens,
+        }
+        if usage.reasoning_tokens is not None:
+            entry["reasoningTokens"] = usage.reasoning_tokens
+        if usage.cached_input_tokens is not None:
+            entry["cachedInputTokens"] = usage.cached_input_tokens
+        return [entry]
+
+    async def _save(self, prepared: PreparedRun, outcome: _Outcome) -> None:
+        record = prepared.record
+        record.messages = prepared.transcript.messages
+        record.state = prepared.state.value
+        record.pending_interrupts = outcome.interrupts
+        if prepared.run_id not in record.run_ids:
+            record.run_ids.append(prepared.run_id)
+        await self.store.save(record)
+
+
+def _close_reasoning(reasoning_id: str | None) -> list[Event]:
+    if reasoning_id is None:
+        return []
+    return [events.reasoning_message_end(reasoning_id), events.reasoning_end(reasoning_id)]
+
+
+def _result(call_id: str, content: dict[str, Any]) -> Event:
+    return events.tool_call_result(new_id("msg"), call_id, orjson.dumps(content).decode())
+
+
+def _outcome_event(outcome: _Outcome) -> dict[str, Any]:
+    if outcome.interrupts:
+        return events.interrupt_outcome(
+            [
+                events.interrupt(
+                    pending.id,
+                    "tool_call",
+                    message=f"Allow the assistant to run {pending.tool_name}?",
+                    tool_call_id=pending.tool_call_id,
+                    response_schema=APPROVAL_SCHEMA,
+                    metadata={"toolName": pending.tool_name, "arguments": pending.arguments},
+                )
+                for pending in outcome.interrupts
+            ]
+        )
+    return events.success_outcome(outcome.pending_tool_call_ids)
+
+
+def _add_usage(total: Usage, more: Usage) -> Usage:
+    def plus(a: int | None, b: int | None) -> int | None:
+        return None if a is None and b is None else (a or 0) + (b or 0)
+
+    return Usage(
+        total.input_tokens + more.input_tokens,
+        total.output_tokens + more.output_tokens,
+        plus(total.reasoning_tokens, more.reasoning_tokens),
+        plus(total.cached_input_tokens, more.cached_input_tokens),
+    )
+
+
+def _match_answers(
+    pending: list[PendingInterrupt], resume: list[ResumeEntry]
+) -> list[tuple[PendingInterrupt, ResumeEntry]]:
+    answers = {entry.interrupt_id: entry for entry in resume}
+    known = {interrupt.id for interrupt in pending}
+    unknown = sorted(answers.keys() - known)
+    if unknown:
+        raise InputError(422, "unknown_interrupt", f"no pending interrupt {', '.join(unknown)}")
+    unanswered = sorted(known - answers.keys())
+    if unanswered:
+        raise InputError(
+            409,
+            "interrupts_pending",
+            f"the thread has {len(unanswered)} pending interrupt(s) not answered by resume: "
+            + ", ".join(unanswered),
+        )
+    return [(interrupt, answers[interrupt.id]) for interrupt in pending]
