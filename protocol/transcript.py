@@ -67,11 +67,12 @@ class Transcript:
             )
         elif kind == EventType.MESSAGES_SNAPSHOT:
             for message in event["messages"]:
-                if message["id"] in self._by_id:
-                    self._by_id[message["id"]].clear()
-                    self._by_id[message["id"]].update(message)
-                else:
+                existing = self._by_id.get(message["id"])
+                if existing is None:
                     self.append(message)
+                elif existing is not message:
+                    existing.clear()
+                    existing.update(message)
 
     def _start_tool_call(self, event: Event) -> None:
         # Like the client: attach to the parent assistant message, or open one named after the

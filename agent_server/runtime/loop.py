@@ -14,7 +14,7 @@ mirror the client builds, which is what gets stored, also when the run is cancel
 
 from __future__ import annotations
 
-import logging
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -41,8 +41,6 @@ from protocol import events
 from protocol.events import Event
 from protocol.input import InputError, ResumeEntry, RunAgentInput, Tool
 from protocol.transcript import Transcript
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are Citadel, a helpful assistant. Answer briefly and accurately. "
@@ -95,6 +93,86 @@ class _ToolCall:
     name: str = ""
     arguments: str = ""
     started: bool = False
+
+
+class _Turn:
+    """Turns one model turn's deltas into events, tracking what is open."""
+
+    def __init__(self, calls: list[_ToolCall]) -> None:
+        self.calls = calls
+        self.text_id: str | None = None
+        self.text_open = False
+        self.reasoning_id: str | None = None
+        self.by_index: dict[int, _ToolCall] = {}
+
+    def feed(self, delta: TextDelta | ReasoningDelta | ToolCallDelta) -> list[Event]:
+        if isinstance(delta, TextDelta):
+            return self._text(delta.text) if delta.text else []
+        if isinstance(delta, ReasoningDelta):
+            # Reasoning after the answer started is not shown.
+            return self._reasoning(delta.text) if delta.text and not self.text_open else []
+        return self._tool_call(delta)
+
+    def close(self) -> list[Event]:
+        closing = self._end_reasoning() + self._end_text()
+        for call in self.calls:
+            if not call.started:
+                raise ModelError("the model started a tool call without naming the tool")
+            closing.append(events.tool_call_end(call.id))
+        return closing
+
+    def _text(self, text: str) -> list[Event]:
+        out = self._end_reasoning()
+        if not self.text_open:
+            self.text_id, self.text_open = new_id("msg"), True
+            out.append(events.text_message_start(self.text_id))
+        out.append(events.text_message_content(self.text_id, text))
+        return out
+
+    def _reasoning(self, text: str) -> list[Event]:
+        out = []
+        if self.reasoning_id is None:
+            self.reasoning_id = new_id("rsn")
+            out += [
+                events.reasoning_start(self.reasoning_id),
+                events.reasoning_message_start(self.reasoning_id),
+            ]
+        out.append(events.reasoning_message_content(self.reasoning_id, text))
+        return out
+
+    def _tool_call(self, delta: ToolCallDelta) -> list[Event]:
+        out = self._end_reasoning() + self._end_text()
+        call = self.by_index.get(delta.index)
+        if call is None:
+            # Our own ids: backends reuse theirs across turns (Ollama numbers them).
+            call = self.by_index[delta.index] = _ToolCall(new_id("call"))
+            self.calls.append(call)
+        call.name = call.name or delta.name or ""  # some servers repeat the name per fragment
+        call.arguments += delta.arguments
+        if not call.started and call.name:
+            call.started = True
+            # Attach to this turn's text, else to the turn's first call, which the client
+            # turns into the assistant message.
+            first = self.calls[0]
+            parent = self.text_id or (first.id if call is not first else None)
+            out.append(events.tool_call_start(call.id, call.name, parent_message_id=parent))
+            if call.arguments:
+                out.append(events.tool_call_args(call.id, call.arguments))
+        elif call.started and delta.arguments:
+            out.append(events.tool_call_args(call.id, delta.arguments))
+        return out
+
+    def _end_text(self) -> list[Event]:
+        if not self.text_open:
+            return []
+        self.text_open = False
+        return [events.text_message_end(self.text_id)]
+
+    def _end_reasoning(self) -> list[Event]:
+        if self.reasoning_id is None:
+            return []
+        reasoning_id, self.reasoning_id = self.reasoning_id, None
+        return [events.reasoning_message_end(reasoning_id), events.reasoning_end(reasoning_id)]
 
 
 @dataclass
@@ -183,7 +261,8 @@ class Agent:
             if prepared.answers:
                 # Results below answer calls made in an earlier run: resend the history that
                 # holds them, so every consumer (and validator) knows those calls.
-                yield events.messages_snapshot(prepared.transcript.messages)
+                history = orjson.loads(orjson.dumps(prepared.transcript.messages))
+                yield events.messages_snapshot(history)
                 for pending, answer in prepared.answers:
                     async for event in self._answer_interrupt(prepared, pending, answer):
                         yield event
@@ -233,66 +312,20 @@ class Agent:
         self, prepared: PreparedRun, choice: ToolChoice, calls: list[_ToolCall]
     ) -> AsyncIterator[Event]:
         """One streamed assistant turn. Tool calls made are appended to ``calls``."""
-        request = self._request(prepared, choice)
-        text_id: str | None = None
-        text_open = False
-        reasoning_id: str | None = None
-        by_index: dict[int, _ToolCall] = {}
-
+        turn = _Turn(calls)
         yield events.step_started("model")
-        async for delta in self.model.stream(request):
-            if isinstance(delta, TextDelta):
-                if not delta.text:
+        # aclosing: however this generator ends, the backend's stream is closed at once.
+        async with contextlib.aclosing(
+            self.model.stream(self._request(prepared, choice))
+        ) as deltas:
+            async for delta in deltas:
+                if isinstance(delta, Usage):
+                    prepared.usage = _add_usage(prepared.usage, delta)
                     continue
-                for event in _close_reasoning(reasoning_id):
+                for event in turn.feed(delta):
                     yield event
-                reasoning_id = None
-                if not text_open:
-                    text_id, text_open = new_id("msg"), True
-                    yield events.text_message_start(text_id)
-                yield events.text_message_content(text_id, delta.text)
-            elif isinstance(delta, ReasoningDelta):
-                if not delta.text or text_open:
-                    continue  # reasoning after the answer started is not shown
-                if reasoning_id is None:
-                    reasoning_id = new_id("rsn")
-                    yield events.reasoning_start(reasoning_id)
-                    yield events.reasoning_message_start(reasoning_id)
-                yield events.reasoning_message_content(reasoning_id, delta.text)
-            elif isinstance(delta, ToolCallDelta):
-                for event in _close_reasoning(reasoning_id):
-                    yield event
-                reasoning_id = None
-                if text_open:
-                    yield events.text_message_end(text_id)
-                    text_open = False
-                call = by_index.get(delta.index)
-                if call is None:
-                    # Our own ids: backends reuse theirs across turns (Ollama numbers them).
-                    call = by_index[delta.index] = _ToolCall(new_id("call"))
-                    calls.append(call)
-                call.name += delta.name or ""
-                call.arguments += delta.arguments
-                if not call.started and call.name:
-                    call.started = True
-                    # Attach to this turn's text, else to the turn's first call, which the
-                    # client turns into the assistant message.
-                    parent = text_id or (calls[0].id if call is not calls[0] else None)
-                    yield events.tool_call_start(call.id, call.name, parent_message_id=parent)
-                    if call.arguments:
-                        yield events.tool_call_args(call.id, call.arguments)
-                elif call.started and delta.arguments:
-                    yield events.tool_call_args(call.id, delta.arguments)
-            elif isinstance(delta, Usage):
-                prepared.usage = _add_usage(prepared.usage, delta)
-        for event in _close_reasoning(reasoning_id):
+        for event in turn.close():
             yield event
-        if text_open:
-            yield events.text_message_end(text_id)
-        for call in calls:
-            if not call.started:
-                raise ModelError("the model started a tool call without naming the tool")
-            yield events.tool_call_end(call.id)
         yield events.step_finished("model")
 
     def _request(self, prepared: PreparedRun, choice: ToolChoice) -> ChatRequest:
@@ -369,12 +402,6 @@ class Agent:
         if prepared.run_id not in record.run_ids:
             record.run_ids.append(prepared.run_id)
         await self.store.save(record)
-
-
-def _close_reasoning(reasoning_id: str | None) -> list[Event]:
-    if reasoning_id is None:
-        return []
-    return [events.reasoning_message_end(reasoning_id), events.reasoning_end(reasoning_id)]
 
 
 def _result(call_id: str, content: dict[str, Any]) -> Event:

@@ -143,10 +143,18 @@ export async function runPlan(plan) {
     if (run.appendMessages?.length) agent.addMessages(snap(run.appendMessages));
     if ("setState" in run) agent.setState(snap(run.setState));
 
+    // What an app does between runs, for ids only the server knows: answer every
+    // unanswered tool call (a frontend tool handler), or answer every pending interrupt.
+    if (run.answerToolCalls !== undefined) agent.addMessages(unansweredToolCalls(agent, run.answerToolCalls));
     const params = {};
     for (const key of ["runId", "tools", "context", "forwardedProps", "resume"]) {
       if (run[key] !== undefined) params[key] = snap(run[key]);
     }
+    if (run.resumeAll !== undefined) {
+      params.resume = (agent.pendingInterrupts ?? []).map((i) => ({ interruptId: i.id, ...snap(run.resumeAll) }));
+    }
+    // CopilotKit resumes an interrupted run under the interrupted run's id.
+    if (run.reuseRunId) params.runId = report.runs.at(-2)?.runId ?? undefined;
     // NB: `resume` is passed to BOTH versions: 0.0.59's RunAgentParameters has it
     // too (src/agent/types.ts:53) and it enforces pending interrupts the same way.
 
@@ -186,6 +194,15 @@ export async function runPlan(plan) {
     sink = null;
   }
   return report;
+}
+
+/** Tool messages answering every assistant tool call that has no result yet. */
+function unansweredToolCalls(agent, content) {
+  const answered = new Set(agent.messages.filter((m) => m.role === "tool").map((m) => m.toolCallId));
+  return agent.messages
+    .flatMap((m) => m.toolCalls ?? [])
+    .filter((call) => !answered.has(call.id))
+    .map((call) => ({ id: `answer-${call.id}`, role: "tool", toolCallId: call.id, content }));
 }
 
 /** Write one JSON document to stdout and exit once it is flushed. */

@@ -9,9 +9,9 @@ def parse(**fields):
     return parse_run_input({**BASE, **fields})
 
 
-def rejected(body, limits=InputLimits()) -> InputError:
+def rejected(body, limits: InputLimits | None = None) -> InputError:
     with pytest.raises(InputError) as caught:
-        parse_run_input(body, limits)
+        parse_run_input(body, limits or InputLimits())
     return caught.value
 
 

@@ -35,7 +35,7 @@ def test_a_good_stream_has_no_findings():
 
 def test_sequential_runs_in_one_stream_are_legal():
     second = [events.run_started("t", "r2"), events.run_finished("t", "r2")]
-    assert rules(good_stream()[:-1] + [events.run_finished("t", "r")] + second) == []
+    assert rules([*good_stream()[:-1], events.run_finished("t", "r"), *second]) == []
 
 
 def mutate(index, replacement):
@@ -67,9 +67,9 @@ def mutate(index, replacement):
             "state",
             "does not apply",
         ),
-        (good_stream() + [events.text_message_start("z")], "order", "after RUN_FINISHED"),
+        ([*good_stream(), events.text_message_start("z")], "order", "after RUN_FINISHED"),
         (
-            good_stream()[:1] + [events.run_error("boom", "internal"), events.step_started("s")],
+            [*good_stream()[:1], events.run_error("boom", "internal"), events.step_started("s")],
             "order",
             "after RUN_ERROR",
         ),

@@ -6,8 +6,13 @@ from protocol.versions import WireVersion, downgrade, wire_version
 
 @pytest.mark.parametrize(
     ("declared", "expected"),
-    [(None, WireVersion.LEGACY), ("0.0.59", WireVersion.LEGACY), ("1.0", WireVersion.V1)]
-    + [("1.3", WireVersion.V1), ("2.0", WireVersion.V1)],
+    [
+        (None, WireVersion.LEGACY),
+        ("0.0.59", WireVersion.LEGACY),
+        ("1.0", WireVersion.V1),
+        ("1.3", WireVersion.V1),
+        ("2.0", WireVersion.V1),
+    ],
 )
 def test_wire_version(declared, expected):
     assert wire_version(declared) is expected

@@ -1,0 +1,40 @@
+"""Shared fixtures: a Citadel server on loopback, backed by the Ollama test double."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from agent_server.app import create_app
+from agent_server.config import Settings
+from agent_server.models.base import ChatModel
+from agent_server.models.ollama import OllamaChatModel
+from agent_server.models.resilience import RetryPolicy, Timeouts
+from tests.doubles.ollama import DEFAULT_MODEL, OllamaDouble
+from tests.support.servers import serve
+
+
+@contextlib.asynccontextmanager
+async def citadel(model: ChatModel, **settings: Any) -> AsyncIterator[str]:
+    """A real Citadel server on 127.0.0.1 with ``model``; yields its base URL."""
+    async with serve(create_app(Settings(**settings), model=model)) as url:
+        yield url
+
+
+def double_model(ollama: OllamaDouble, idle: float = 10.0) -> OllamaChatModel:
+    """The real Ollama backend pointed at the double; no retries, so errors show at once."""
+    return OllamaChatModel(
+        ollama.url,
+        DEFAULT_MODEL,
+        retry=RetryPolicy(attempts=1),
+        timeouts=Timeouts(connect=2, first_byte=10, idle=idle),
+    )
+
+
+@pytest.fixture
+async def ollama() -> AsyncIterator[OllamaDouble]:
+    async with OllamaDouble() as double:
+        yield double

@@ -1,0 +1,42 @@
+"""Drive the real @ag-ui/client (tests/node) from tests, without blocking the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+NODE_DIR = Path(__file__).resolve().parents[1] / "node"
+CLIENTS = ("1.0.0", "0.0.59")
+HARNESS_TIMEOUT = 120  # seconds for one plan; runs inside have their own timeoutMs
+
+
+async def _node(*args: str, stdin: bytes | None = None) -> dict[str, Any]:
+    process = await asyncio.create_subprocess_exec(
+        "node",
+        *args,
+        cwd=NODE_DIR,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(HARNESS_TIMEOUT):
+        stdout, stderr = await process.communicate(stdin)
+    if process.returncode != 0:
+        raise RuntimeError(f"node harness failed ({process.returncode}): {stderr.decode()}")
+    return orjson.loads(stdout)
+
+
+async def run_plan(plan: dict[str, Any]) -> dict[str, Any]:
+    """Run a plan (see tests/node/README.md) with one HttpAgent; returns the report."""
+    return await _node("run_agent.mjs", "-", stdin=orjson.dumps(plan))
+
+
+async def replay(client: str, *recordings: Path) -> dict[str, Any]:
+    """Feed recorded SSE bodies through the real client pipeline of ``client``."""
+    args = ["replay.mjs", "--client", client]
+    for recording in recordings:
+        args += ["--file", str(recording)]
+    return await _node(*args)
