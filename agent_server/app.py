@@ -81,8 +81,14 @@ class Services:
         }
 
 
-def build_services(settings: Settings, model: ChatModel) -> Services:
-    tools = ToolRegistry(BUILTIN_TOOLS).requiring_approval(settings.approval_tools)
+def build_tools(settings: Settings) -> ToolRegistry:
+    try:
+        return ToolRegistry(BUILTIN_TOOLS).requiring_approval(settings.approval_tools)
+    except ValueError as error:
+        raise ConfigError(f"CITADEL_APPROVAL_TOOLS: {error}") from None
+
+
+def build_services(settings: Settings, model: ChatModel, tools: ToolRegistry) -> Services:
     store = MemoryThreadStore()
     agent = Agent(
         model,
@@ -113,11 +119,12 @@ def create_app(settings: Settings | None = None, *, model: ChatModel | None = No
     problems = settings.problems()
     if problems:
         raise ConfigError("; ".join(problems))
+    tools = build_tools(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         chat_model = model or create_chat_model(settings)
-        services = build_services(settings, chat_model)
+        services = build_services(settings, chat_model, tools)
         app.state.services = services
         if settings.auth == "off":
             logger.warning("authentication is OFF: every request acts as the local user")

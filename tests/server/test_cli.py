@@ -1,0 +1,102 @@
+"""The ``citadel`` command: chat with a running server, doctor, verify a recording."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import httpx
+import orjson
+
+from protocol import events
+from protocol.framing import encode, sse_frame
+from tests.conftest import citadel, double_model
+from tests.doubles.ollama import DEFAULT_MODEL, ScriptedReply, text_reply, tool_call_reply
+from tests.support.agui import new_id
+
+CITADEL = [sys.executable, "-m", "agent_server.cli"]
+
+
+async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        *CITADEL,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    async with asyncio.timeout(60):
+        stdout, stderr = await process.communicate()
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_chat_streams_the_answer_and_shows_tool_calls(ollama):
+    ollama.enqueue(
+        ScriptedReply(tool_call_reply([("calculate", {"expression": "17 * 23"})])),
+        ScriptedReply(text_reply("17 times 23 is 391.")),
+    )
+    async with citadel(double_model(ollama)) as url:
+        code, out, err = await run_cli("chat", "What is 17 * 23?", "--url", url)
+    assert code == 0, err
+    assert out == "17 times 23 is 391.\n"
+    assert "[calling calculate]" in err and '"result":391' in err
+
+
+async def test_chat_reports_errors_and_a_missing_server(ollama, unused_tcp_port):
+    ollama.enqueue(ScriptedReply([{"error": "model exploded"}]))
+    async with citadel(double_model(ollama)) as url:
+        code, _, err = await run_cli("chat", "hi", "--url", url)
+    assert code == 1 and "model_error" in err and "model exploded" in err
+    code, _, err = await run_cli("chat", "hi", "--url", f"http://127.0.0.1:{unused_tcp_port}")
+    assert code == 1 and "no Citadel server" in err and "make run" in err
+
+
+async def test_doctor_checks_the_configured_backend(ollama, unused_tcp_port, tmp_path):
+    env = {
+        "CITADEL_LLM": "ollama",
+        "CITADEL_LLM_MODEL": DEFAULT_MODEL,
+        "CITADEL_DATA_DIR": str(tmp_path / "data"),
+    }
+    code, out, _ = await run_cli("doctor", env={**env, "CITADEL_LLM_URL": ollama.url})
+    assert code == 0, out
+    assert "[ok ] chat model (ollama)" in out
+
+    down = {**env, "CITADEL_LLM_URL": f"http://127.0.0.1:{unused_tcp_port}"}
+    code, out, _ = await run_cli("doctor", env=down)
+    assert code == 1
+    assert "[ERR] chat model (ollama)" in out and "fix: start Ollama" in out
+
+    code, out, _ = await run_cli("doctor", env={"CITADEL_LLM": "openai"})
+    assert code == 1 and "CITADEL_LLM=openai needs CITADEL_LLM_URL" in out
+
+
+async def test_verify_judges_recordings(ollama, tmp_path: Path):
+    async with citadel(double_model(ollama)) as url, httpx.AsyncClient() as client:
+        body = {
+            "threadId": new_id("t"),
+            "runId": new_id("r"),
+            "protocolVersion": "1.0",
+            "messages": [{"id": new_id("m"), "role": "user", "content": "hi"}],
+        }
+        recorded = (await client.post(f"{url}/agui", json=body)).content
+    good = tmp_path / "good.sse"
+    good.write_bytes(recorded)
+    code, out, _ = await run_cli("verify", str(good))
+    assert code == 0 and "0 problem(s)" in out
+
+    cancelled = [
+        events.run_started("t", "r"),
+        events.run_finished("t", "r", outcome=events.cancelled_outcome()),
+    ]
+    legacy = tmp_path / "cancelled.jsonl"
+    legacy.write_bytes(b"\n".join(orjson.dumps(e) for e in cancelled))
+    assert (await run_cli("verify", str(legacy)))[0] == 0
+    code, out, _ = await run_cli("verify", "--legacy", str(legacy))
+    assert code == 1 and "cancelled outcome is fatal on 0.0.59" in out
+
+    broken = tmp_path / "broken.sse"
+    broken.write_bytes(b"".join(sse_frame(encode(e)) for e in cancelled[:1]))
+    code, out, _ = await run_cli("verify", str(broken))
+    assert code == 1 and "ends without RUN_FINISHED" in out
