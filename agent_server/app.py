@@ -76,7 +76,7 @@ class Services:
             },
             "state": {"snapshots": True, "deltas": True, "memory": True, "persistentState": True},
             "reasoning": {"supported": True, "streaming": True},
-            "execution": {"maxIterations": self.settings.max_tool_rounds},
+            "execution": {"maxIterations": self.agent.settings.max_tool_rounds},
             "humanInTheLoop": {"supported": True, "approvals": True, "interrupts": True},
         }
 
@@ -88,6 +88,11 @@ def build_tools(settings: Settings) -> ToolRegistry:
         raise ConfigError(f"CITADEL_APPROVAL_TOOLS: {error}") from None
 
 
+def default_tool_rounds(model: ChatModel) -> int:
+    # Small in-process models call a tool again on its own result: one round, then answer.
+    return 1 if model.provider == "embedded" else 8
+
+
 def build_services(settings: Settings, model: ChatModel, tools: ToolRegistry) -> Services:
     store = MemoryThreadStore()
     agent = Agent(
@@ -96,7 +101,7 @@ def build_services(settings: Settings, model: ChatModel, tools: ToolRegistry) ->
         store,
         AgentSettings(
             system_prompt=settings.system_prompt or DEFAULT_SYSTEM_PROMPT,
-            max_tool_rounds=settings.max_tool_rounds,
+            max_tool_rounds=settings.max_tool_rounds or default_tool_rounds(model),
             max_tokens=settings.llm_max_tokens,
             temperature=settings.llm_temperature,
         ),

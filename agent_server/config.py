@@ -53,7 +53,8 @@ class Settings(BaseSettings):
 
     # Agent
     system_prompt: str | None = None
-    max_tool_rounds: int = Field(8, ge=1, le=64)
+    # Model <-> tool rounds per run; default 8, and 1 for the embedded model, which loops.
+    max_tool_rounds: int | None = Field(None, ge=1, le=64)
     # Backend tools that need a person's approval to run (comma-separated names)
     approval_tools: Annotated[list[str], NoDecode] = []
 

@@ -85,8 +85,8 @@ async def _chat_model(settings: Settings) -> str:
     }
     try:
         model = create_chat_model(settings)
-    except ImportError as error:
-        raise DoctorProblem(f"backend not installed: {error}", fixes[settings.llm]) from None
+    except (ImportError, ModelError) as error:
+        raise DoctorProblem(f"backend not usable: {error}", fixes[settings.llm]) from None
     try:
         async with asyncio.timeout(60):
             await model.check()
