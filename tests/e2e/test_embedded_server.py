@@ -1,0 +1,86 @@
+"""The default install end to end: ``citadel serve`` on embedded defaults (the real SmolLM2 in
+llama.cpp, no configuration), then ``citadel chat`` and the real AG-UI clients against it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from tests.support.agui import run_with_client, run_with_validator, types, user
+
+pytestmark = [pytest.mark.slow, pytest.mark.node]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+async def embedded_server(tmp_path_factory) -> AsyncIterator[str]:
+    port = _free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CITADEL_")}
+    env["CITADEL_DATA_DIR"] = str(tmp_path_factory.mktemp("data"))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agent_server.cli", "serve", "--port", str(port), env=env
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with asyncio.timeout(120), httpx.AsyncClient() as client:
+            while True:  # /ready loads the model
+                try:
+                    if (await client.get(f"{url}/ready", timeout=60)).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert process.returncode is None, "citadel serve exited during start-up"
+                await asyncio.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 30)
+
+
+async def test_citadel_chat_streams_an_answer(embedded_server):
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agent_server.cli",
+        "chat",
+        "hello",
+        "--url",
+        embedded_server,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(120):
+        stdout, stderr = await process.communicate()
+    assert process.returncode == 0, stderr.decode()
+    assert stdout.decode().strip(), "no answer text was streamed"
+
+
+@pytest.mark.parametrize("way", ["validator", "1.0.0", "0.0.59"])
+async def test_real_model_runs_pass_the_validator_and_real_clients(embedded_server, way):
+    runs = [{"appendMessages": [user("What is 12 * 12?")]}, {"appendMessages": [user("Thanks!")]}]
+    thread_id = f"e2e-{way}"
+    if way == "validator":
+        results = await run_with_validator(embedded_server, runs, {}, thread_id)
+    else:
+        results = await run_with_client(embedded_server, way, runs, {}, thread_id)
+    for result in results:
+        assert result.get("error") is None, result["error"]
+        assert not result["runErrors"], result["runErrors"]
+        kinds = types(result["events"])
+        assert kinds[0] == "RUN_STARTED" and kinds[-1] == "RUN_FINISHED"
+        # A tool call, if the model made one, ran and was answered in the same run.
+        assert kinds.count("TOOL_CALL_START") == kinds.count("TOOL_CALL_RESULT")
+        assert "TEXT_MESSAGE_CONTENT" in kinds  # the model answered in words
+        usage = result["events"][-1].get("usage")
+        assert usage and usage[0]["provider"] == "embedded" and usage[0]["outputTokens"] > 0
