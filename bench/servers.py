@@ -1,0 +1,256 @@
+"""The servers under test, each in its own process: ``python -m bench.servers KIND --port N``.
+
+* ``citadel``: our real app, ``create_app(Settings(...), model=ScriptedModel())``;
+* ``pydantic_ai``: pydantic-ai's AG-UI adapter (``AGUIAdapter.dispatch_request``) over an
+  agent whose ``FunctionModel`` plays the same script (:func:`bench.scripted.play`);
+* ``bare``: a Starlette route writing pre-encoded frames, the same events and bytes Citadel
+  produces for a ``deltas=N`` answer, one ``yield`` per event: what uvicorn+Starlette can do
+  (with ``tick``, one event-loop turn before each content frame, as the model would take).
+  Paced, stamped and idle scripts are played live with :func:`bench.scripted.play`: the
+  baseline for the concurrency and idle-memory measures.
+
+All three run under one uvicorn worker with its default loop and HTTP parser (uvloop and
+httptools when installed), log level warning, bound to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import itertools
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from bench.client import raise_fd_limit
+from bench.scripted import Script, ScriptedModel, parse_script, play
+from protocol import events
+from protocol.events import Event
+from protocol.framing import SSE_HEADERS, SSE_MEDIA_TYPE, encode, event_id, sse_frame
+
+HOST = "127.0.0.1"
+KINDS = ("citadel", "pydantic_ai", "bare")
+
+
+def last_user_text(data: dict) -> str:
+    return next((m["content"] for m in reversed(data["messages"]) if m.get("role") == "user"), "")
+
+
+def citadel_app() -> Starlette:
+    from agent_server.app import create_app
+    from agent_server.config import Settings
+
+    logging.getLogger("citadel").setLevel(logging.ERROR)  # not "authentication is OFF" each time
+    # Pinned so that CITADEL_* variables in the environment cannot change what is measured.
+    settings = Settings(env="development", llm="embedded", auth="off", cors_origins=[])
+    return create_app(settings, model=ScriptedModel())
+
+
+def pydantic_ai_app() -> Starlette:
+    from pydantic_ai import Agent
+    from pydantic_ai.messages import ModelMessage, ModelRequest, UserPromptPart
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+    from pydantic_ai.ui.ag_ui import AGUIAdapter
+
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+        prompt = next(
+            part.content
+            for message in reversed(messages)
+            if isinstance(message, ModelRequest)
+            for part in message.parts
+            if isinstance(part, UserPromptPart) and isinstance(part.content, str)
+        )
+        async for text in play(parse_script(prompt)):
+            yield text
+
+    agent = Agent(FunctionModel(stream_function=stream, model_name="scripted"))
+
+    async def run(request: Request) -> Response:
+        return await AGUIAdapter.dispatch_request(request, agent=agent)
+
+    return Starlette(routes=[Route("/agui", run, methods=["POST"])])
+
+
+MESSAGE_ID = "msg_" + "0" * 32  # the shape of runtime.loop.new_id("msg")
+
+
+def citadel_events(thread_id: str, run_id: str, texts: Iterable[str]) -> Iterator[Event]:
+    """The events Citadel sends for an answer made of ``texts``."""
+    yield events.run_started(thread_id, run_id)
+    yield events.step_started("model")
+    yield events.text_message_start(MESSAGE_ID)
+    for text in texts:
+        yield events.text_message_content(MESSAGE_ID, text)
+    yield events.text_message_end(MESSAGE_ID)
+    yield events.step_finished("model")
+    yield events.run_finished(thread_id, run_id, outcome=events.success_outcome())
+
+
+def citadel_frames(deltas: int, thread_id: str, run_id: str) -> list[bytes]:
+    """The SSE frames Citadel sends for a ``deltas=N`` answer, built with its own encoders."""
+    sequence = citadel_events(thread_id, run_id, ["tok "] * deltas)
+    return [sse_frame(encode(e), event_id(run_id, i)) for i, e in enumerate(sequence, 1)]
+
+
+def bare_app() -> Starlette:
+    cache: dict[tuple[int, int, int], list[bytes]] = {}
+
+    async def played(script: Script, thread_id: str, run_id: str) -> AsyncIterator[bytes]:
+        """Frames encoded as the script plays (paced, stamped or idle answers)."""
+        ends = list(citadel_events(thread_id, run_id, ()))  # 3 events before the text, 3 after
+        for seq, event in enumerate(ends[:3], 1):
+            yield sse_frame(encode(event), event_id(run_id, seq))
+        seq = 3
+        async for text in play(script):
+            seq += 1
+            content = events.text_message_content(MESSAGE_ID, text)
+            yield sse_frame(encode(content), event_id(run_id, seq))
+        for event in ends[3:]:
+            seq += 1
+            yield sse_frame(encode(event), event_id(run_id, seq))
+
+    async def pre_encoded(script: Script, thread_id: str, run_id: str) -> AsyncIterator[bytes]:
+        """Frames encoded once per answer shape; only the boundary events echo this run."""
+        key = (script.deltas, len(thread_id), len(run_id))
+        if key not in cache:
+            cache[key] = citadel_frames(script.deltas, "t" * len(thread_id), "r" * len(run_id))
+        frames = cache[key]
+        started = events.run_started(thread_id, run_id)
+        yield sse_frame(encode(started), event_id(run_id, 1))
+        for frame in itertools.islice(frames, 1, len(frames) - 1):
+            if script.tick:
+                await asyncio.sleep(0)
+            yield frame
+        finished = events.run_finished(thread_id, run_id, outcome=events.success_outcome())
+        yield sse_frame(encode(finished), event_id(run_id, len(frames)))
+
+    async def run(request: Request) -> Response:
+        data = orjson.loads(await request.body())
+        script = parse_script(last_user_text(data))
+        live = script.idle or script.interval or script.stamp
+        body = (played if live else pre_encoded)(script, data["threadId"], data["runId"])
+        return StreamingResponse(body, media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
+
+    return Starlette(routes=[Route("/agui", run, methods=["POST"])])
+
+
+APPS = {"citadel": citadel_app, "pydantic_ai": pydantic_ai_app, "bare": bare_app}
+
+
+def serve(
+    kind: str, port: int, backlog: int, profile: str | None = None, gc_tuning: str | None = None
+) -> None:
+    raise_fd_limit()
+    config = uvicorn.Config(
+        APPS[kind](), host=HOST, port=port, log_level="warning", backlog=backlog, workers=1
+    )
+    server = uvicorn.Server(config)
+    if gc_tuning:  # an experiment, not Citadel's default: see RESULTS.md
+        gc.collect()
+        gc.freeze()  # what exists now (modules, the app) is never scanned again
+        gc.set_threshold(*(int(value) for value in gc_tuning.split(",")))
+    if profile is None:
+        with contextlib.suppress(KeyboardInterrupt):  # SIGINT is how `running` stops us
+            server.run()
+        return
+    import cProfile
+
+    with cProfile.Profile() as profiler, contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    profiler.dump_stats(profile)
+
+
+# Managing server processes -------------------------------------------------------------------
+
+
+@dataclass
+class ServerProcess:
+    kind: str
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(process: subprocess.Popen[bytes], port: int, timeout: float) -> None:
+    """Until the port accepts connections (uvicorn binds after the lifespan startup)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with code {process.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"server on port {port} not ready after {timeout:g} s")
+
+
+@contextlib.contextmanager
+def running(
+    kind: str,
+    *,
+    backlog: int = 4096,
+    profile: str | None = None,
+    gc_tuning: str | None = None,
+    timeout: float = 30.0,
+) -> Iterator[ServerProcess]:
+    """Start ``kind`` in a subprocess, wait until it listens, and always stop it at the end."""
+    port = free_port()
+    command = [sys.executable, "-m", "bench.servers", kind, "--port", str(port)]
+    command += ["--backlog", str(backlog)] + (["--profile", profile] if profile else [])
+    command += ["--gc-tuning", gc_tuning] if gc_tuning else []
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # The server's stdout goes to our stderr: stdout is for the summary alone.
+    process = subprocess.Popen(command, cwd=root, stdout=sys.stderr)
+    try:
+        wait_ready(process, port, timeout)
+        yield ServerProcess(kind, port, process)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)  # graceful: lets a profiler write its stats
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("kind", choices=KINDS)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--backlog", type=int, default=4096)
+    parser.add_argument("--profile", help="write cProfile stats of the server to this file")
+    parser.add_argument(
+        "--gc-tuning",
+        metavar="T0,T1,T2",
+        help="gc.freeze() after import and gc.set_threshold(T0, T1, T2) (experiment)",
+    )
+    args = parser.parse_args()
+    serve(args.kind, args.port, args.backlog, args.profile, args.gc_tuning)
+
+
+if __name__ == "__main__":
+    main()
