@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import sys
 import uuid
@@ -52,6 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def tune_garbage_collector() -> None:
+    """Every streamed token allocates short-lived objects; with CPython's default thresholds
+    the resulting full collections paused the loop for up to 285 ms under load (bench/)."""
+    gc.collect()
+    gc.freeze()  # modules and the app live forever: never scan them again
+    gc.set_threshold(50_000, 20, 100)
+
+
 def _serve(host: str | None, port: int | None) -> int:
     import uvicorn
 
@@ -63,6 +72,7 @@ def _serve(host: str | None, port: int | None) -> int:
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
     app = create_app(settings)
+    tune_garbage_collector()
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
     return 0
 

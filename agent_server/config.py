@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     disconnect_grace: float = Field(30.0, ge=0)
     run_timeout: float = Field(600.0, gt=0)
     keepalive_interval: float = Field(15.0, gt=0)
+    # Events closer together than this share one write (a burst, not a token stream).
+    stream_flush_interval: float = Field(0.005, ge=0, le=1)
     event_log_retention: float = Field(3600.0, ge=0)
 
     # Requests

@@ -160,10 +160,14 @@ def serve(
         APPS[kind](), host=HOST, port=port, log_level="warning", backlog=backlog, workers=1
     )
     server = uvicorn.Server(config)
-    if gc_tuning:  # an experiment, not Citadel's default: see RESULTS.md
+    if gc_tuning:  # an experiment: see RESULTS.md
         gc.collect()
         gc.freeze()  # what exists now (modules, the app) is never scanned again
         gc.set_threshold(*(int(value) for value in gc_tuning.split(",")))
+    elif kind == "citadel":
+        from agent_server.cli import tune_garbage_collector
+
+        tune_garbage_collector()  # as `citadel serve` does
     if profile is None:
         with contextlib.suppress(KeyboardInterrupt):  # SIGINT is how `running` stops us
             server.run()

@@ -60,7 +60,9 @@ def now_ms() -> int:
 
 
 def _event(event_type: EventType, **fields: Any) -> Event:
-    event: Event = {"type": event_type, "timestamp": now_ms()}
+    # The plain str, not the enum member: a dict of only str and int values is one the
+    # garbage collector never has to scan.
+    event: Event = {"type": event_type.value, "timestamp": now_ms()}
     for key, value in fields.items():
         if value is not None:
             event[key] = value
@@ -164,7 +166,7 @@ def text_message_start(message_id: str, role: str = "assistant") -> Event:
 def text_message_content(message_id: str, delta: str) -> Event:
     # The hottest builder: one per streamed token, so it skips the generic path.
     return {
-        "type": EventType.TEXT_MESSAGE_CONTENT,
+        "type": EventType.TEXT_MESSAGE_CONTENT.value,
         "timestamp": now_ms(),
         "messageId": message_id,
         "delta": delta,
@@ -191,7 +193,7 @@ def tool_call_start(
 
 def tool_call_args(tool_call_id: str, delta: str) -> Event:
     return {
-        "type": EventType.TOOL_CALL_ARGS,
+        "type": EventType.TOOL_CALL_ARGS.value,
         "timestamp": now_ms(),
         "toolCallId": tool_call_id,
         "delta": delta,
@@ -225,7 +227,7 @@ def reasoning_message_start(message_id: str) -> Event:
 
 def reasoning_message_content(message_id: str, delta: str) -> Event:
     return {
-        "type": EventType.REASONING_MESSAGE_CONTENT,
+        "type": EventType.REASONING_MESSAGE_CONTENT.value,
         "timestamp": now_ms(),
         "messageId": message_id,
         "delta": delta,
@@ -244,7 +246,7 @@ def reasoning_end(message_id: str) -> Event:
 
 
 def state_snapshot(snapshot: Any) -> Event:
-    return {"type": EventType.STATE_SNAPSHOT, "timestamp": now_ms(), "snapshot": snapshot}
+    return {"type": EventType.STATE_SNAPSHOT.value, "timestamp": now_ms(), "snapshot": snapshot}
 
 
 def state_delta(delta: list[dict[str, Any]]) -> Event:
@@ -257,4 +259,4 @@ def messages_snapshot(messages: list[dict[str, Any]]) -> Event:
 
 def custom(name: str, value: Any) -> Event:
     # CUSTOM.value is required and may legitimately be null, so it bypasses null-stripping.
-    return {"type": EventType.CUSTOM, "timestamp": now_ms(), "name": name, "value": value}
+    return {"type": EventType.CUSTOM.value, "timestamp": now_ms(), "name": name, "value": value}

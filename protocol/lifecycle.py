@@ -30,6 +30,11 @@ class Lifecycle:
     def observe(self, event: Event) -> None:
         """Advance past ``event``, or raise :class:`LifecycleError` if it is out of order."""
         kind = event["type"]
+        handler = _SPANS.get(kind)
+        if handler is not None and self.run_active:  # the common case, once per token
+            attribute, key, action = handler
+            self._span(getattr(self, attribute), event.get(key), kind, action)
+            return
         if not self.seen_any and kind not in (EventType.RUN_STARTED, EventType.RUN_ERROR):
             raise LifecycleError(f"the first event must be RUN_STARTED or RUN_ERROR, not {kind}")
         self.seen_any = True
@@ -50,11 +55,6 @@ class Lifecycle:
             if still_open:
                 raise LifecycleError(f"RUN_FINISHED while still open: {', '.join(still_open)}")
             self._end_run(kind)
-            return
-        handler = _SPANS.get(kind)
-        if handler is not None:
-            attribute, key, action = handler
-            self._span(getattr(self, attribute), event.get(key), kind, action)
 
     def _end_run(self, kind: str) -> None:
         self.run_active, self.last_terminal = False, kind

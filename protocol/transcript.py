@@ -17,14 +17,29 @@ Message = dict[str, Any]
 
 class Transcript:
     def __init__(self, messages: list[Message] | None = None, state: Any = None) -> None:
-        self.messages: list[Message] = [dict(message) for message in messages or ()]
+        self._messages: list[Message] = [dict(message) for message in messages or ()]
         self.state = state
-        self._by_id: dict[str, Message] = {message["id"]: message for message in self.messages}
+        self._by_id: dict[str, Message] = {message["id"]: message for message in self._messages}
         self._tool_calls: dict[str, dict[str, Any]] = {}
+        # Text of messages still streaming, in pieces: joined when read, so a long answer
+        # costs linear time, not the quadratic time of growing one string per delta.
+        self._pieces: dict[str, list[str]] = {}
+
+    @property
+    def messages(self) -> list[Message]:
+        for message_id in self._pieces:
+            self._join(message_id)
+        return self._messages
+
+    def _join(self, message_id: str) -> None:
+        pieces = self._pieces[message_id]
+        if pieces:
+            self._by_id[message_id]["content"] += "".join(pieces)
+            pieces.clear()
 
     def append(self, message: Message) -> None:
         message = dict(message)
-        self.messages.append(message)
+        self._messages.append(message)
         self._by_id[message["id"]] = message
 
     def __contains__(self, message_id: str) -> bool:
@@ -35,15 +50,19 @@ class Transcript:
 
     def apply(self, event: Event) -> None:
         kind = event["type"]
-        if kind == EventType.TEXT_MESSAGE_START:
-            role = event.get("role", "assistant")
+        if kind in (EventType.TEXT_MESSAGE_CONTENT, EventType.REASONING_MESSAGE_CONTENT):
+            pieces = self._pieces.get(event["messageId"])
+            if pieces is not None:
+                pieces.append(event["delta"])
+        elif kind in (EventType.TEXT_MESSAGE_START, EventType.REASONING_MESSAGE_START):
+            role = "reasoning" if kind == EventType.REASONING_MESSAGE_START else "assistant"
+            role = event.get("role", role)
             self.append({"id": event["messageId"], "role": role, "content": ""})
-        elif kind in (EventType.TEXT_MESSAGE_CONTENT, EventType.REASONING_MESSAGE_CONTENT):
-            message = self._by_id.get(event["messageId"])
-            if message is not None:
-                message["content"] += event["delta"]
-        elif kind == EventType.REASONING_MESSAGE_START:
-            self.append({"id": event["messageId"], "role": "reasoning", "content": ""})
+            self._pieces[event["messageId"]] = []
+        elif kind in (EventType.TEXT_MESSAGE_END, EventType.REASONING_MESSAGE_END):
+            if event["messageId"] in self._pieces:
+                self._join(event["messageId"])
+                del self._pieces[event["messageId"]]
         elif kind == EventType.TOOL_CALL_START:
             self._start_tool_call(event)
         elif kind == EventType.TOOL_CALL_ARGS:

@@ -21,7 +21,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from agent_server.api.http import read_json
 from agent_server.auth.principals import principal_of
-from agent_server.runs.eventlog import EventLog, LogEntry
+from agent_server.runs.eventlog import EventLog
 from agent_server.runs.manager import ActiveRun, RunManager, following
 from protocol import events
 from protocol.events import Event
@@ -93,24 +93,14 @@ async def _follow_sse(
     with following(services.runs, run):
         for chunk in prelude:
             yield chunk
-        async for batch in log.follow(after_seq, services.settings.keepalive_interval):
-            if not batch:
-                yield SSE_KEEPALIVE
-                continue
-            frames = _frames(log, batch, version, sse=True)
-            if frames:
-                yield b"".join(frames)
-
-
-def _frames(
-    log: EventLog, batch: list[LogEntry], version: WireVersion, *, sse: bool
-) -> list[bytes]:
-    frames = []
-    for entry in batch:
-        encoded = entry.encoded(log.run_id, version)
-        if encoded is not None:
-            frames.append(encoded[1] if sse else encoded[0])
-    return frames
+        settings = services.settings
+        async for batch in log.follow(
+            after_seq,
+            version,
+            idle_timeout=settings.keepalive_interval,
+            min_interval=settings.stream_flush_interval,
+        ):
+            yield b"".join(batch) if batch else SSE_KEEPALIVE
 
 
 # POST /agui/connect --------------------------------------------------------------------------
@@ -274,8 +264,8 @@ async def _stream_run_ws(
     with following(manager, run):
         watcher = asyncio.create_task(watch_for_stop())
         try:
-            async for batch in run.log.follow(run.start_seq):
-                for frame in _frames(run.log, batch, version, sse=False):
+            async for batch in run.log.follow(run.start_seq, version, sse=False):
+                for frame in batch:
                     await websocket.send_text(frame.decode())
                 if watcher.done():
                     return False

@@ -3,6 +3,10 @@
 Sequence numbers start at 1 and equal position + 1, so "everything after seq N" is a slice.
 A follower that falls behind loses nothing: it reads what it missed from the log, in one
 batch, and a client that reconnects with ``Last-Event-ID`` does the same.
+
+The log keeps finished SSE frames (``id: <runId>:<seq>`` included), not event objects: a
+list of bytes costs the garbage collector nothing to scan and is written to a socket as is.
+The few events a 0.0.59 client must see differently are framed a second time on append.
 """
 
 from __future__ import annotations
@@ -11,55 +15,38 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from protocol.events import Event
-from protocol.framing import encode, event_id, sse_frame
+from protocol.framing import encode
 from protocol.versions import WireVersion, downgrade
 
-
-class LogEntry:
-    __slots__ = ("_legacy", "event", "json", "seq", "sse")
-
-    def __init__(self, run_id: str, seq: int, event: Event) -> None:
-        self.seq = seq
-        self.event = event
-        self.json = encode(event)
-        self.sse = sse_frame(self.json, event_id(run_id, seq))
-        self._legacy: tuple[bytes, bytes] | None = None
-
-    def encoded(self, run_id: str, version: WireVersion) -> tuple[bytes, bytes] | None:
-        """``(json, sse frame)`` as a client of ``version`` must see it, or None to skip."""
-        if version is WireVersion.V1:
-            return self.json, self.sse
-        if self._legacy is None:
-            legacy = downgrade(self.event)
-            if legacy is None:
-                return None
-            if legacy is self.event:
-                self._legacy = (self.json, self.sse)
-            else:
-                data = encode(legacy)
-                self._legacy = (data, sse_frame(data, event_id(run_id, self.seq)))
-        return self._legacy
+_DATA = b"\ndata: "
+_END = b"\n\n"
 
 
 class EventLog:
     def __init__(self, thread_id: str, run_id: str) -> None:
         self.thread_id = thread_id
         self.run_id = run_id
-        self.entries: list[LogEntry] = []
         self.closed = False
-        self._wakeup: asyncio.Future[None] | None = None
+        self._frames: list[bytes] = []  # as a 1.0 client sees them
+        self._legacy: dict[int, bytes | None] = {}  # index -> 0.0.59 frame where it differs
+        self._id_prefix = f"id: {run_id}:".encode()
+        self._waiters: list[asyncio.Future[bool]] = []
 
     @property
     def last_seq(self) -> int:
-        return len(self.entries)
+        return len(self._frames)
 
-    def append(self, event: Event) -> LogEntry:
+    def append(self, event: Event) -> int:
         if self.closed:
             raise RuntimeError(f"event log of run {self.run_id} is closed")
-        entry = LogEntry(self.run_id, len(self.entries) + 1, event)
-        self.entries.append(entry)
+        seq = len(self._frames) + 1
+        head = b"%s%d%s" % (self._id_prefix, seq, _DATA)
+        self._frames.append(head + encode(event) + _END)
+        legacy = downgrade(event)
+        if legacy is not event:
+            self._legacy[seq - 1] = None if legacy is None else head + encode(legacy) + _END
         self._wake()
-        return entry
+        return seq
 
     def close(self) -> None:
         """No more events (until a resume of the same run reopens it)."""
@@ -70,28 +57,71 @@ class EventLog:
         self.closed = False
 
     def _wake(self) -> None:
-        if self._wakeup is not None:
-            if not self._wakeup.done():
-                self._wakeup.set_result(None)
-            self._wakeup = None
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(True)
+
+    def frames(
+        self, start: int, end: int, version: WireVersion, *, sse: bool = True
+    ) -> list[bytes]:
+        """Frames ``start:end`` (0-based) for a client of ``version``: SSE frames, or the bare
+        JSON of each event (one WebSocket text frame each) when ``sse`` is false."""
+        frames = self._frames[start:end]
+        if version is WireVersion.LEGACY and self._legacy:
+            shaped = (self._legacy.get(index, frame) for index, frame in enumerate(frames, start))
+            frames = [frame for frame in shaped if frame is not None]
+        if not sse:
+            frames = [frame[frame.index(_DATA) + len(_DATA) : -len(_END)] for frame in frames]
+        return frames
 
     async def follow(
-        self, after_seq: int = 0, idle_timeout: float | None = None
-    ) -> AsyncIterator[list[LogEntry]]:
-        """Batches of entries after ``after_seq`` until the log closes; an empty batch means
-        ``idle_timeout`` passed with nothing new (time for a keep-alive)."""
+        self,
+        after_seq: int = 0,
+        version: WireVersion = WireVersion.V1,
+        *,
+        sse: bool = True,
+        idle_timeout: float | None = None,
+        min_interval: float = 0.0,
+    ) -> AsyncIterator[list[bytes]]:
+        """Batches of frames after ``after_seq`` until the log closes; an empty batch means
+        ``idle_timeout`` passed with nothing new (time for a keep-alive).
+
+        ``min_interval`` paces batches like Nagle's algorithm: a batch that would follow the
+        previous one sooner waits out the interval and takes everything that came meanwhile.
+        Streams slower than one event per interval (every LLM stream) are never delayed; a
+        burst costs one write per interval instead of one per event."""
+        loop = asyncio.get_running_loop()
         position = max(after_seq, 0)
+        last_batch = -min_interval
         while True:
-            if position < len(self.entries):
-                batch = self.entries[position:]
-                position = len(self.entries)
-                yield batch
+            end = len(self._frames)
+            if position < end:
+                early = last_batch + min_interval - loop.time()
+                if early > 0 and not self.closed:
+                    await asyncio.sleep(early)
+                    end = len(self._frames)
+                batch = self.frames(position, end, version, sse=sse)
+                position, last_batch = end, loop.time()
+                if batch:
+                    yield batch
                 continue
             if self.closed:
                 return
-            if self._wakeup is None:
-                self._wakeup = asyncio.get_running_loop().create_future()
+            waiter: asyncio.Future[bool] = loop.create_future()
+            self._waiters.append(waiter)
+            timer = None
+            if idle_timeout is not None:
+                timer = loop.call_later(idle_timeout, _expire, waiter)
             try:
-                await asyncio.wait_for(asyncio.shield(self._wakeup), idle_timeout)
-            except TimeoutError:
+                news = await waiter
+            finally:
+                if timer is not None:
+                    timer.cancel()
+            if not news:
                 yield []
+
+
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)

@@ -98,8 +98,8 @@ class _ToolCall:
 class _Turn:
     """Turns one model turn's deltas into events, tracking what is open."""
 
-    def __init__(self, calls: list[_ToolCall]) -> None:
-        self.calls = calls
+    def __init__(self) -> None:
+        self.calls: list[_ToolCall] = []
         self.text_id: str | None = None
         self.text_open = False
         self.reasoning_id: str | None = None
@@ -253,6 +253,7 @@ class Agent:
             await self._save(prepared, outcome)
 
     async def _run(self, prepared: PreparedRun, outcome: _Outcome) -> AsyncIterator[Event]:
+        # Model deltas stream through here one generator deep: every layer costs per token.
         input = prepared.input
         yield events.run_started(input.thread_id, input.run_id, parent_run_id=input.parent_run_id)
         for event in prepared.state.announce():
@@ -266,8 +267,30 @@ class Agent:
                 for pending, answer in prepared.answers:
                     async for event in self._answer_interrupt(prepared, pending, answer):
                         yield event
-            async for event in self._converse(prepared, outcome):
-                yield event
+            last_round = self.settings.max_tool_rounds
+            for round_number in range(last_round + 1):
+                # Out of rounds: the model must answer with what it has.
+                choice: ToolChoice = "auto" if round_number < last_round else "none"
+                turn = _Turn()
+                yield events.step_started("model")
+                # aclosing: however this generator ends, the backend's stream closes at once.
+                request = self._request(prepared, choice)
+                async with contextlib.aclosing(self.model.stream(request)) as deltas:
+                    async for delta in deltas:
+                        if isinstance(delta, Usage):
+                            prepared.usage = _add_usage(prepared.usage, delta)
+                            continue
+                        for event in turn.feed(delta):
+                            yield event
+                for event in turn.close():
+                    yield event
+                yield events.step_finished("model")
+                if not turn.calls:
+                    break
+                async for event in self._dispatch(prepared, turn.calls, outcome):
+                    yield event
+                if outcome.interrupts or outcome.pending_tool_call_ids:
+                    break
         except ModelError as error:
             yield events.run_error(
                 str(error) or error.code, error.code, usage=self._usage(prepared)
@@ -280,53 +303,26 @@ class Agent:
             usage=self._usage(prepared),
         )
 
-    async def _converse(self, prepared: PreparedRun, outcome: _Outcome) -> AsyncIterator[Event]:
-        last_round = self.settings.max_tool_rounds
-        for round_number in range(last_round + 1):
-            calls: list[_ToolCall] = []
-            # Out of rounds: the model must answer with what it has.
-            choice: ToolChoice = "auto" if round_number < last_round else "none"
-            async for event in self._model_turn(prepared, choice, calls):
-                yield event
-            if not calls:
-                return
-            for call in calls:
-                tool = self.tools.get(call.name)
-                if call.name in prepared.frontend_tools:
-                    outcome.pending_tool_call_ids.append(call.id)
-                elif tool is None:
-                    yield _result(call.id, {"error": f"there is no tool named {call.name!r}"})
-                elif tool.requires_approval:
-                    outcome.interrupts.append(
-                        PendingInterrupt(
-                            new_id("int"), call.id, call.name, call.arguments, prepared.run_id
-                        )
-                    )
-                else:
-                    async for event in self._execute(prepared, tool, call.id, call.arguments):
-                        yield event
-            if outcome.interrupts or outcome.pending_tool_call_ids:
-                return
-
-    async def _model_turn(
-        self, prepared: PreparedRun, choice: ToolChoice, calls: list[_ToolCall]
+    async def _dispatch(
+        self, prepared: PreparedRun, calls: list[_ToolCall], outcome: _Outcome
     ) -> AsyncIterator[Event]:
-        """One streamed assistant turn. Tool calls made are appended to ``calls``."""
-        turn = _Turn(calls)
-        yield events.step_started("model")
-        # aclosing: however this generator ends, the backend's stream is closed at once.
-        async with contextlib.aclosing(
-            self.model.stream(self._request(prepared, choice))
-        ) as deltas:
-            async for delta in deltas:
-                if isinstance(delta, Usage):
-                    prepared.usage = _add_usage(prepared.usage, delta)
-                    continue
-                for event in turn.feed(delta):
+        """Run backend tools now; leave frontend calls to the client and approvals to a
+        person, recording both in ``outcome``."""
+        for call in calls:
+            tool = self.tools.get(call.name)
+            if call.name in prepared.frontend_tools:
+                outcome.pending_tool_call_ids.append(call.id)
+            elif tool is None:
+                yield _result(call.id, {"error": f"there is no tool named {call.name!r}"})
+            elif tool.requires_approval:
+                outcome.interrupts.append(
+                    PendingInterrupt(
+                        new_id("int"), call.id, call.name, call.arguments, prepared.run_id
+                    )
+                )
+            else:
+                async for event in self._execute(prepared, tool, call.id, call.arguments):
                     yield event
-        for event in turn.close():
-            yield event
-        yield events.step_finished("model")
 
     def _request(self, prepared: PreparedRun, choice: ToolChoice) -> ChatRequest:
         input = prepared.input
