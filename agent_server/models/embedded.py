@@ -401,11 +401,12 @@ def _candidates(request: ChatRequest) -> tuple[Sequence[ToolSpec], bool]:
 def template_turns(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
     """Messages as system/user/assistant turns that any chat template accepts.
 
-    Small chat templates (SmolLM2's ChatML among them) know no tool role and no tool calls:
-    a call renders as the assistant's JSON, in the same shape the decision grammar writes, and
-    a result as a user turn labelled with the tool's name. Consecutive turns of one role merge,
-    which keeps strict user/assistant alternation for templates that demand it. The rendering
-    of a message never depends on later ones, so prompts only grow at the end.
+    Small chat templates (SmolLM2's ChatML among them) know no tool role and no tool calls.
+    A result becomes a fact in the user's turn, with a nudge to use it, and the call itself is
+    not shown: rendered as JSON, SmolLM2 echoed the JSON instead of answering (0 of 3 right);
+    as facts it answered 3 of 3. Consecutive turns of one role merge, which keeps strict
+    user/assistant alternation for templates that demand it. The rendering of a message never
+    depends on later ones, so prompts only grow at the end.
     """
     if not messages:
         raise ModelError("a chat request needs at least one message")
@@ -415,20 +416,16 @@ def template_turns(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
         role: str = message.role
         content = message.content
         if role == "tool":
-            name = message.tool_name or names.get(message.tool_call_id or "", "a tool")
-            role, content = "user", f"Result of {name}:\n{content}"
-        elif message.tool_calls:
-            calls = [_call_text(call.name, call.arguments) for call in message.tool_calls]
-            content = "\n".join([content, *calls] if content else calls)
+            name = message.tool_name or names.get(message.tool_call_id or "", "the tool")
+            role = "user"
+            content = f"{name} result: {content}\nUsing this result, answer the question above."
+        elif not content:
+            continue  # an assistant turn that only called tools
         if turns and turns[-1]["role"] == role:
             turns[-1]["content"] += "\n\n" + content
         else:
             turns.append({"role": role, "content": content})
     return turns
-
-
-def _call_text(name: str, arguments: str) -> str:
-    return f'{_CALL_PREFIX}{name}","arguments":{arguments or "{}"}}}'
 
 
 def _no_tool_label(tools: Sequence[ToolSpec]) -> str:
