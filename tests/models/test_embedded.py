@@ -153,7 +153,6 @@ async def test_missing_model_file_is_model_unavailable(tmp_path: Path) -> None:
 
 
 async def test_corrupt_model_file_is_model_unavailable(tmp_path: Path) -> None:
-    pytest.importorskip("llama_cpp")
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF" + b"\0" * 64)
     chat = EmbeddedChatModel(str(broken))
