@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import time
 
-from agent_server.app import build_services, build_tools
 from agent_server.cli import tune_garbage_collector
 from agent_server.config import Settings
 from agent_server.runs.manager import following
+from agent_server.services import build_services, build_tools
 from bench.client import new_loop
 from bench.scripted import ScriptedModel
 from protocol.input import parse_run_input

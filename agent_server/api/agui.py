@@ -23,6 +23,9 @@ from agent_server.api.http import read_json
 from agent_server.auth.principals import principal_of
 from agent_server.runs.eventlog import EventLog
 from agent_server.runs.manager import ActiveRun, RunManager, following
+from agent_server.runtime.loop import approval_outcome
+from agent_server.services import Services
+from agent_server.store.threads import PendingInterrupt
 from protocol import events
 from protocol.events import Event
 from protocol.framing import (
@@ -65,8 +68,8 @@ def _validate(model: type[StrictModel], data: Any) -> Any:
         raise InputError(422, "invalid_input", describe_validation_error(error, data)) from None
 
 
-def _services(request: Request | WebSocket) -> Any:
-    return request.app.state.services
+def _services(connection: Request | WebSocket) -> Services:
+    return connection.app.state.services
 
 
 # POST /agui ----------------------------------------------------------------------------------
@@ -83,7 +86,7 @@ async def run_sse(request: Request) -> Response:
 
 
 async def _follow_sse(
-    services: Any,
+    services: Services,
     log: EventLog,
     after_seq: int,
     version: WireVersion,
@@ -151,7 +154,7 @@ async def connect(request: Request) -> Response:
     return StreamingResponse(stream, media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
 
 
-async def _owns_thread(services: Any, thread_id: str, owner: str) -> bool:
+async def _owns_thread(services: Services, thread_id: str, owner: str) -> bool:
     record = await services.store.load(thread_id)
     return record is not None and record.owner == owner
 
@@ -161,23 +164,11 @@ def _hydration(
     run_id: str,
     messages: list[dict[str, Any]],
     state: Any,
-    pending: list[Any],
+    pending: list[PendingInterrupt],
     version: WireVersion,
 ) -> list[bytes]:
     """A complete run that carries the thread as it is: history, state, open interrupts."""
-    outcome = None
-    if pending:
-        outcome = events.interrupt_outcome(
-            [
-                events.interrupt(
-                    item.id,
-                    "tool_call",
-                    message=f"Allow the assistant to run {item.tool_name}?",
-                    tool_call_id=item.tool_call_id,
-                )
-                for item in pending
-            ]
-        )
+    outcome = approval_outcome(pending) if pending else None
     prelude: list[Event] = [
         events.run_started(thread_id, run_id),
         events.messages_snapshot(messages),

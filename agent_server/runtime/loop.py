@@ -406,20 +406,25 @@ def _result(call_id: str, content: dict[str, Any]) -> Event:
 
 def _outcome_event(outcome: _Outcome) -> dict[str, Any]:
     if outcome.interrupts:
-        return events.interrupt_outcome(
-            [
-                events.interrupt(
-                    pending.id,
-                    "tool_call",
-                    message=f"Allow the assistant to run {pending.tool_name}?",
-                    tool_call_id=pending.tool_call_id,
-                    response_schema=APPROVAL_SCHEMA,
-                    metadata={"toolName": pending.tool_name, "arguments": pending.arguments},
-                )
-                for pending in outcome.interrupts
-            ]
-        )
+        return approval_outcome(outcome.interrupts)
     return events.success_outcome(outcome.pending_tool_call_ids)
+
+
+def approval_outcome(pending: list[PendingInterrupt]) -> dict[str, Any]:
+    """The interrupt outcome that asks a person to approve each pending tool call."""
+    return events.interrupt_outcome(
+        [
+            events.interrupt(
+                item.id,
+                "tool_call",
+                message=f"Allow the assistant to run {item.tool_name}?",
+                tool_call_id=item.tool_call_id,
+                response_schema=APPROVAL_SCHEMA,
+                metadata={"toolName": item.tool_name, "arguments": item.arguments},
+            )
+            for item in pending
+        ]
+    )
 
 
 def _add_usage(total: Usage, more: Usage) -> Usage:
