@@ -226,9 +226,9 @@ class Agent:
             transcript.append(message.to_wire())
         # The client already holds the state it sent; stored state it must be told.
         if input.state is not None:
-            state = SharedState(input.state, announced=True)
+            state = SharedState(input.state, client_holds=True)
         else:
-            state = SharedState(record.state, announced=record.state is None)
+            state = SharedState(record.state, client_holds=record.state is None)
         return PreparedRun(
             input=input,
             record=record,

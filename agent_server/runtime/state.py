@@ -1,4 +1,9 @@
-"""Shared state: the client is told a snapshot once, then JSON Patch deltas against it."""
+"""Shared state: within a run, a snapshot establishes the base, then JSON Patch deltas.
+
+The first change in a run is sent as a STATE_SNAPSHOT even when the client sent the state
+itself, so the deltas that follow apply to exactly the document the server holds (a client
+whose copy drifted would otherwise fail the patch, which clients only log).
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,11 @@ from protocol.events import Event
 
 
 class SharedState:
-    def __init__(self, initial: Any, *, announced: bool) -> None:
-        """``announced``: the client already holds ``initial`` (it sent it as input.state)."""
+    def __init__(self, initial: Any, *, client_holds: bool) -> None:
+        """``client_holds``: the client sent ``initial`` as input.state, so it has it."""
         self._sent: Any = _copy(initial) if initial is not None else {}
-        self._announced = announced
+        self._client_holds = client_holds
+        self._based = False  # a snapshot in this run fixed the base of later deltas
         # What tools read and change; compared with what the client last saw.
         self.working: Any = _copy(self._sent)
 
@@ -23,21 +29,23 @@ class SharedState:
         return self._sent
 
     def announce(self) -> list[Event]:
-        """A snapshot if the client does not hold the current state yet."""
-        if self._announced:
+        """A snapshot at the start of a run when the client does not hold the state."""
+        if self._client_holds:
             return []
-        self._announced = True
+        self._based = True
         return [events.state_snapshot(_copy(self._sent))]
 
     def publish(self) -> list[Event]:
         """Events that bring the client from what it last saw to ``working``."""
         current = _copy(self.working)
-        if not self._announced:
-            self._sent, self._announced = current, True
-            return [events.state_snapshot(_copy(current))]
         patch = jsonpatch.diff(self._sent, current)
+        if not patch:
+            return []
         self._sent = current
-        return [events.state_delta(patch)] if patch else []
+        if not self._based:
+            self._based = True
+            return [events.state_snapshot(_copy(current))]
+        return [events.state_delta(patch)]
 
 
 def _copy(value: Any) -> Any:

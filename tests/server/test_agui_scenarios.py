@@ -191,7 +191,9 @@ async def test_shared_state(way, ollama):
             way, url, [{"appendMessages": [user("Plan my soup")]}], state={"recipe": "soup"}
         )
     state_events = [e for e in run["events"] if e["type"].startswith("STATE_")]
-    assert [e["type"] for e in state_events] == ["STATE_DELTA", "STATE_DELTA"]
+    assert [e["type"] for e in state_events] == ["STATE_SNAPSHOT", "STATE_DELTA"]
+    assert state_events[0]["snapshot"] == {"recipe": "soup", "steps": steps[:1]}
+    assert state_events[1]["delta"] == [{"op": "add", "path": "/steps/1", "value": steps[1]}]
     assert run["state"] == {"recipe": "soup", "steps": steps}
     # The model is told the shared state the client sent.
     assert '"recipe":"soup"' in ollama.requests[0]["messages"][0]["content"]

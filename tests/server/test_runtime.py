@@ -99,3 +99,14 @@ async def test_parallel_tool_calls_attach_to_one_assistant_message(ollama):
     ]
     time_result = orjson.loads(next(m for m in second_turn if m["role"] == "tool")["content"])
     assert time_result["timezone"] == "Asia/Tokyo" and time_result["iso"].endswith("+09:00")
+
+
+async def test_stored_state_is_announced_to_a_client_that_sent_none(ollama):
+    thread_id = new_id("thread")
+    async with citadel(double_model(ollama)) as url, httpx.AsyncClient() as client:
+        _, first = await stream(client, f"{url}/agui", body(threadId=thread_id, state={"n": 1}))
+        _, second = await stream(client, f"{url}/agui", body(threadId=thread_id))
+    assert "STATE_SNAPSHOT" not in types(first)  # the client sent it, nothing changed
+    snapshot = next(e for e in second if e["type"] == "STATE_SNAPSHOT")
+    assert snapshot["snapshot"] == {"n": 1}
+    assert '"n":1' in ollama.requests[1]["messages"][0]["content"]
