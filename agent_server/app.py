@@ -11,12 +11,13 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from agent_server.api import agui, health
-from agent_server.api.http import http_error_handler, input_error_handler
+from agent_server.api import agui, health, threads
+from agent_server.api.http import http_error_handler, input_error_handler, storage_error_handler
 from agent_server.config import ConfigError, Settings
 from agent_server.models import create_chat_model
 from agent_server.models.base import ChatModel
-from agent_server.services import build_services, build_tools
+from agent_server.services import build_tools, start_services
+from agent_server.store.base import StorageUnavailable
 from protocol.input import InputError
 
 logger = logging.getLogger("citadel")
@@ -33,15 +34,14 @@ def create_app(settings: Settings | None = None, *, model: ChatModel | None = No
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         chat_model = model or create_chat_model(settings)
-        services = build_services(settings, chat_model, tools)
+        services = await start_services(settings, chat_model, tools)
         app.state.services = services
         if settings.auth == "off":
             logger.warning("authentication is OFF: every request acts as the local user")
         try:
             yield
         finally:
-            await services.runs.shutdown()
-            await chat_model.aclose()
+            await services.aclose()
 
     middleware = []
     if settings.cors_origins:
@@ -49,14 +49,18 @@ def create_app(settings: Settings | None = None, *, model: ChatModel | None = No
             Middleware(
                 CORSMiddleware,
                 allow_origins=settings.cors_origins,
-                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
                 allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
                 allow_credentials="*" not in settings.cors_origins,
             )
         )
     return Starlette(
-        routes=[*agui.routes, *health.routes],
+        routes=[*agui.routes, *threads.routes, *health.routes],
         middleware=middleware,
-        exception_handlers={InputError: input_error_handler, HTTPException: http_error_handler},
+        exception_handlers={
+            InputError: input_error_handler,
+            StorageUnavailable: storage_error_handler,
+            HTTPException: http_error_handler,
+        },
         lifespan=lifespan,
     )

@@ -1,4 +1,5 @@
-"""``citadel``: serve, chat with a running server, check the setup, verify a recorded stream."""
+"""``citadel``: serve, chat with a running server, check the setup, manage the database,
+verify a recorded stream."""
 
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("doctor", help="check the configuration and every configured backend")
 
+    db = commands.add_parser("db", help="the database schema")
+    db.add_argument("action", choices=["upgrade", "status"])
+
     verify = commands.add_parser("verify", help="check a recorded AG-UI stream (.sse or .jsonl)")
     verify.add_argument("file", type=Path)
     verify.add_argument(
@@ -47,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
             from agent_server.doctor import run_doctor
 
             return asyncio.run(run_doctor())
+        if args.command == "db":
+            from agent_server.db_cli import run_db_command
+
+            return asyncio.run(run_db_command(args.action, Settings()))
         return _verify(args.file, args.legacy)
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)

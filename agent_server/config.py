@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -64,7 +64,20 @@ class Settings(BaseSettings):
     keepalive_interval: float = Field(15.0, gt=0)
     # Events closer together than this share one write (a burst, not a token stream).
     stream_flush_interval: float = Field(0.005, ge=0, le=1)
-    event_log_retention: float = Field(3600.0, ge=0)
+    event_log_retention: float = Field(300.0, ge=0)  # replayed from memory; later, from the store
+
+    # Thread store
+    store: Literal["postgres", "memory"] = "postgres"  # memory: nothing survives the process
+    database_url: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("DATABASE_URL", "database_url")
+    )  # unset: an embedded Postgres under the data dir
+    db_pool_min: int = Field(1, ge=0)
+    db_pool_max: int = Field(10, ge=1)
+    db_statement_timeout: float = Field(30.0, ge=0)
+    db_connect_timeout: float = Field(10.0, gt=0)
+    db_write_timeout: float = Field(10.0, gt=0)  # a run's end waits this long for the store
+    event_flush_interval: float = Field(0.1, gt=0)  # events reach the store this often
+    event_retention: float = Field(7 * 24 * 3600.0, gt=0)  # stored events are kept this long
 
     # Requests
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)

@@ -33,6 +33,7 @@ async def run_doctor() -> int:
     checks: list[tuple[str, Check]] = [
         ("configuration", lambda: _configuration(settings)),
         ("data directory", lambda: _data_dir(settings.data_dir)),
+        (f"thread store ({settings.store})", lambda: _database(settings)),
         (f"chat model ({settings.llm})", lambda: _chat_model(settings)),
     ]
     healthy = True
@@ -72,6 +73,28 @@ def _data_dir(path: Path) -> str:
     if not os.access(path, os.W_OK):
         raise DoctorProblem(f"{path} is not writable", "set CITADEL_DATA_DIR to a writable folder")
     return str(path.resolve())
+
+
+async def _database(settings: Settings) -> str:
+    if settings.store == "memory":
+        return "in memory: nothing survives a restart (unset CITADEL_STORE to keep threads)"
+    from agent_server.db_cli import one_connection
+    from agent_server.store.migrations import status
+    from agent_server.store.postgres import DatabaseUnavailable, redact
+
+    fix = "start Postgres, or check DATABASE_URL (unset it to use the embedded Postgres)"
+    try:
+        async with one_connection(settings) as pool:
+            migrations = await status(pool)
+    except DatabaseUnavailable as error:
+        raise DoctorProblem(str(error), fix) from None
+    pending = sum(item.applied_at is None for item in migrations)
+    where = (
+        redact(settings.database_url.get_secret_value())
+        if settings.database_url
+        else f"embedded, under {settings.data_dir}"
+    )
+    return f"{where}: {len(migrations) - pending} migrations applied, {pending} pending"
 
 
 async def _chat_model(settings: Settings) -> str:

@@ -14,14 +14,18 @@ from agent_server.models.base import ChatModel
 from agent_server.models.ollama import OllamaChatModel
 from agent_server.models.resilience import RetryPolicy, Timeouts
 from tests.doubles.ollama import DEFAULT_MODEL, OllamaDouble
+from tests.support.database import isolated_database_url
 from tests.support.servers import serve
 
 
 @contextlib.asynccontextmanager
 async def citadel(model: ChatModel, **settings: Any) -> AsyncIterator[str]:
-    """A real Citadel server on 127.0.0.1 with ``model``; yields its base URL."""
-    async with serve(create_app(Settings(**settings), model=model)) as url:
-        yield url
+    """A real Citadel server on 127.0.0.1 with ``model`` and a fresh schema of the local
+    Postgres (unless the settings say otherwise); yields its base URL."""
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.get("store") != "memory" and "database_url" not in settings:
+            settings["database_url"] = await stack.enter_async_context(isolated_database_url())
+        yield await stack.enter_async_context(serve(create_app(Settings(**settings), model=model)))
 
 
 def double_model(ollama: OllamaDouble, idle: float = 10.0) -> OllamaChatModel:

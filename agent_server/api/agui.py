@@ -25,14 +25,15 @@ from agent_server.runs.eventlog import EventLog
 from agent_server.runs.manager import ActiveRun, RunManager, following
 from agent_server.runtime.loop import approval_outcome
 from agent_server.services import Services
-from agent_server.store.threads import PendingInterrupt
+from agent_server.store.base import PendingInterrupt, RunStatus
 from protocol import events
-from protocol.events import Event
+from protocol.events import TERMINAL_TYPES, Event
 from protocol.framing import (
     SSE_HEADERS,
     SSE_KEEPALIVE,
     SSE_MEDIA_TYPE,
     encode,
+    event_id,
     parse_event_id,
     sse_frame,
 )
@@ -123,30 +124,18 @@ async def connect(request: Request) -> Response:
 
     last_event_id = request.headers.get("last-event-id") or body.last_event_id
     if last_event_id:
-        try:
-            run_id, seq = parse_event_id(last_event_id)
-        except ValueError as error:
-            raise InputError(422, "invalid_event_id", str(error)) from None
-        log = manager.log(run_id)
-        owned = active is not None or await _owns_thread(services, body.thread_id, owner)
-        if log is None or log.thread_id != body.thread_id or not owned:
-            raise InputError(404, "run_not_found", f"no replayable run {run_id!r} on this thread")
-        run = active if active is not None and active.run_id == run_id else None
-        stream = _follow_sse(services, log, seq, version, run, ())
-        return StreamingResponse(stream, media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
+        return await _resume(services, body.thread_id, owner, last_event_id, version, active)
 
     record = await services.store.load(body.thread_id)
     if record is not None and record.owner != owner:
         record = None
     if record is None and active is None:
         raise InputError(404, "thread_not_found", f"no thread {body.thread_id!r}")
+    hydrate_run_id = f"{body.thread_id}:hydrate"
     if active is not None:
-        messages, state = active.history, active.prepared.state.value
-        hydrate_run_id, pending = active.run_id + ":hydrate", []
+        messages, state, pending = active.history, active.prepared.state.value, []
     else:
-        messages, state = record.messages, record.state
-        hydrate_run_id = record.run_ids[-1] if record.run_ids else f"{body.thread_id}:hydrate"
-        pending = record.pending_interrupts
+        messages, state, pending = record.messages, record.state, record.pending_interrupts
     prelude = _hydration(body.thread_id, hydrate_run_id, messages, state, pending, version)
     if active is None:
         return Response(b"".join(prelude), media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
@@ -154,9 +143,60 @@ async def connect(request: Request) -> Response:
     return StreamingResponse(stream, media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
 
 
-async def _owns_thread(services: Services, thread_id: str, owner: str) -> bool:
-    record = await services.store.load(thread_id)
-    return record is not None and record.owner == owner
+async def _resume(
+    services: Services,
+    thread_id: str,
+    owner: str,
+    last_event_id: str,
+    version: WireVersion,
+    active: ActiveRun | None,
+) -> Response:
+    """Exactly the events after ``last_event_id``: from memory while the run is recent, from
+    the store after that (or after a restart)."""
+    try:
+        run_id, seq = parse_event_id(last_event_id)
+    except ValueError as error:
+        raise InputError(422, "invalid_event_id", str(error)) from None
+    stored = await services.store.get_run(thread_id, run_id)
+    if stored is None or stored.owner != owner:
+        raise InputError(404, "run_not_found", f"no replayable run {run_id!r} on this thread")
+    log = services.runs.log(thread_id, run_id)
+    stored_until = log.first_seq - 1 if log is not None else stored.last_seq
+    prelude: list[bytes] = []
+    if seq < stored_until or log is None:
+        found = await services.store.read_events(thread_id, run_id, seq)
+        if log is not None:
+            found = found[: stored_until - seq]
+        elif stored.status is RunStatus.FAILED and not _ends_run(found):
+            # The worker died mid-run: say so, so the resumed stream still ends.
+            found.append(encode(events.run_error("the server stopped during this run", "internal")))
+        prelude = _stored_frames(run_id, seq + 1, found, version)
+    if log is None:
+        return Response(b"".join(prelude), media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
+    run = active if active is not None and active.run_id == run_id else None
+    after = max(seq, stored_until)
+    stream = _follow_sse(services, log, after, version, run, prelude)
+    return StreamingResponse(stream, media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
+
+
+def _ends_run(stored: list[bytes]) -> bool:
+    return bool(stored) and orjson.loads(stored[-1])["type"] in TERMINAL_TYPES
+
+
+def _stored_frames(
+    run_id: str, first_seq: int, stored: list[bytes], version: WireVersion
+) -> list[bytes]:
+    frames = []
+    for seq, data in enumerate(stored, first_seq):
+        if version is WireVersion.LEGACY:
+            event = orjson.loads(data)
+            shaped = downgrade(event)
+            if shaped is None:
+                continue
+            if shaped is not event:
+                data = encode(shaped)
+        frames.append(sse_frame(data, event_id(run_id, seq)))
+    return frames
 
 
 def _hydration(

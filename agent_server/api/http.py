@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -9,6 +10,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from protocol.input import InputError, parse_json
+
+logger = logging.getLogger(__name__)
 
 
 def error_response(
@@ -36,6 +39,13 @@ async def read_json(request: Request, limit: int) -> Any:
 async def input_error_handler(request: Request, error: Exception) -> Response:
     assert isinstance(error, InputError)
     return error_response(error.status, error.code, error.message)
+
+
+async def storage_error_handler(request: Request, error: Exception) -> Response:
+    logger.error("%s %s: %s", request.method, request.url.path, error)
+    return error_response(
+        503, "storage_unavailable", "the database is unavailable; retry later", {"Retry-After": "5"}
+    )
 
 
 async def http_error_handler(request: Request, error: Exception) -> Response:

@@ -23,9 +23,11 @@ _END = b"\n\n"
 
 
 class EventLog:
-    def __init__(self, thread_id: str, run_id: str) -> None:
+    def __init__(self, thread_id: str, run_id: str, first_seq: int = 1) -> None:
+        """``first_seq`` > 1: the run resumes a run whose earlier events are in the store."""
         self.thread_id = thread_id
         self.run_id = run_id
+        self.first_seq = first_seq
         self.closed = False
         self._frames: list[bytes] = []  # as a 1.0 client sees them
         self._legacy: dict[int, bytes | None] = {}  # index -> 0.0.59 frame where it differs
@@ -34,19 +36,21 @@ class EventLog:
 
     @property
     def last_seq(self) -> int:
-        return len(self._frames)
+        return self.first_seq - 1 + len(self._frames)
 
-    def append(self, event: Event) -> int:
+    def append(self, event: Event) -> bytes:
+        """Number, frame and keep ``event``; returns its SSE frame."""
         if self.closed:
             raise RuntimeError(f"event log of run {self.run_id} is closed")
-        seq = len(self._frames) + 1
-        head = b"%s%d%s" % (self._id_prefix, seq, _DATA)
-        self._frames.append(head + encode(event) + _END)
+        index = len(self._frames)
+        head = b"%s%d%s" % (self._id_prefix, self.first_seq + index, _DATA)
+        frame = head + encode(event) + _END
+        self._frames.append(frame)
         legacy = downgrade(event)
         if legacy is not event:
-            self._legacy[seq - 1] = None if legacy is None else head + encode(legacy) + _END
+            self._legacy[index] = None if legacy is None else head + encode(legacy) + _END
         self._wake()
-        return seq
+        return frame
 
     def close(self) -> None:
         """No more events (until a resume of the same run reopens it)."""
@@ -65,8 +69,9 @@ class EventLog:
     def frames(
         self, start: int, end: int, version: WireVersion, *, sse: bool = True
     ) -> list[bytes]:
-        """Frames ``start:end`` (0-based) for a client of ``version``: SSE frames, or the bare
-        JSON of each event (one WebSocket text frame each) when ``sse`` is false."""
+        """Frames ``start:end`` (positions in this log, 0-based) for a client of ``version``:
+        SSE frames, or the bare JSON of each event (one WebSocket text frame each) when
+        ``sse`` is false."""
         frames = self._frames[start:end]
         if version is WireVersion.LEGACY and self._legacy:
             shaped = (self._legacy.get(index, frame) for index, frame in enumerate(frames, start))
@@ -85,14 +90,15 @@ class EventLog:
         min_interval: float = 0.0,
     ) -> AsyncIterator[list[bytes]]:
         """Batches of frames after ``after_seq`` until the log closes; an empty batch means
-        ``idle_timeout`` passed with nothing new (time for a keep-alive).
+        ``idle_timeout`` passed with nothing new (time for a keep-alive). Events before
+        ``first_seq`` are not here: they are the store's.
 
         ``min_interval`` paces batches like Nagle's algorithm: a batch that would follow the
         previous one sooner waits out the interval and takes everything that came meanwhile.
         Streams slower than one event per interval (every LLM stream) are never delayed; a
         burst costs one write per interval instead of one per event."""
         loop = asyncio.get_running_loop()
-        position = max(after_seq, 0)
+        position = max(after_seq - self.first_seq + 1, 0)
         last_batch = -min_interval
         while True:
             end = len(self._frames)

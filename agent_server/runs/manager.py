@@ -5,6 +5,13 @@ run's :class:`EventLog` and every connection merely follows the log. When the la
 leaves, the run keeps going for a grace period so the client can reconnect with
 ``Last-Event-ID``; after that it is cancelled. Whatever ends a run, its stream ends with
 everything closed and exactly one terminal event.
+
+Persistence has two synchronous points and one asynchronous stream. The start (thread, run,
+the client's new messages) is stored before the first byte; a run's end (its messages, state
+and outcome, with its last events) is stored before its terminal event is sent, so a client
+that saw RUN_FINISHED has it on record. Events in between go to the :class:`EventWriter`.
+If the store cannot take a run's end within ``write_timeout``, the run ends with RUN_ERROR
+``storage_unavailable`` and the thread stays busy until a background retry has stored it.
 """
 
 from __future__ import annotations
@@ -17,12 +24,15 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from agent_server.runtime.loop import Agent, PreparedRun
+from agent_server.store.base import EventBatch, RunEnd, StorageUnavailable, ThreadStore
 from protocol import events
 from protocol.events import Event
+from protocol.framing import encode
 from protocol.input import InputError, RunAgentInput
 from protocol.lifecycle import Lifecycle, LifecycleError
 
 from .eventlog import EventLog
+from .writer import EventWriter, RunKey
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +47,8 @@ class StopReason(Enum):
 class RunLimits:
     disconnect_grace: float = 30.0
     run_timeout: float = 600.0
-    log_retention: float = 3600.0  # seconds a finished run's events stay replayable
+    write_timeout: float = 10.0  # how long a run's end may wait for the store
+    log_retention: float = 300.0  # seconds a finished run is replayed from memory, not the store
     max_retained_logs: int = 10_000
 
 
@@ -51,7 +62,12 @@ class ActiveRun:
     followers: int = 0
     stop_reason: StopReason | None = None
     ended: bool = False  # the terminal event is in the log; nothing left to cancel
+    store_retry: asyncio.Task[None] | None = None  # its end waits for the store to come back
     _grace: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+    @property
+    def key(self) -> RunKey:
+        return self.prepared.thread_id, self.prepared.run_id
 
     @property
     def thread_id(self) -> str:
@@ -67,30 +83,42 @@ class ActiveRun:
 
 
 class RunManager:
-    def __init__(self, agent: Agent, limits: RunLimits = RunLimits()) -> None:
+    def __init__(
+        self,
+        agent: Agent,
+        store: ThreadStore,
+        writer: EventWriter,
+        limits: RunLimits = RunLimits(),
+    ) -> None:
         self.agent = agent
+        self.store = store
+        self.writer = writer
         self.limits = limits
         self._active: dict[str, ActiveRun | None] = {}  # None: reserved while preparing
-        self._logs: OrderedDict[str, EventLog] = OrderedDict()
+        self._logs: OrderedDict[RunKey, EventLog] = OrderedDict()
+        self._unsaved: set[asyncio.Task[None]] = set()
 
     # Starting and stopping -------------------------------------------------------------------
 
     async def start(self, input: RunAgentInput, owner: str) -> ActiveRun:
-        """Start a run, or raise :class:`InputError` having changed nothing."""
+        """Start a run, or raise :class:`InputError` / :class:`StorageUnavailable` having
+        changed nothing."""
         if input.thread_id in self._active:
             raise InputError(409, "thread_busy", f"thread {input.thread_id!r} already has a run")
         self._active[input.thread_id] = None  # reserve before the first await
         try:
             prepared = await self.agent.prepare(input, owner)
+            await self.store.start_run(self.agent.run_start(prepared))
         except BaseException:
             del self._active[input.thread_id]
             raise
-        log = self._logs.get(input.run_id)
+        key = (input.thread_id, input.run_id)
+        log = self._logs.get(key)
         if log is None:
-            log = self._logs[input.run_id] = EventLog(input.thread_id, input.run_id)
+            log = self._logs[key] = EventLog(*key, first_seq=prepared.previous_seq + 1)
         else:  # a resume that reuses the interrupted run's id continues its log
             log.reopen()
-            self._logs.move_to_end(input.run_id)
+            self._logs.move_to_end(key)
         run = ActiveRun(
             prepared,
             log,
@@ -108,16 +136,18 @@ class RunManager:
             raise InputError(404, "no_active_run", f"thread {thread_id!r} has no active run")
         self._cancel(run, StopReason.REQUESTED)
         if run.task is not None:
-            await asyncio.wait({run.task}, timeout=10)
+            await asyncio.wait({run.task}, timeout=self.limits.write_timeout + 5)
         return run.run_id
 
     async def shutdown(self) -> None:
         runs = [run for run in self._active.values() if run is not None]
         for run in runs:
             self._cancel(run, StopReason.SHUTDOWN)
-        tasks = {run.task for run in runs if run.task is not None}
+        tasks = {run.task for run in runs if run.task is not None} | self._unsaved
         if tasks:
-            await asyncio.wait(tasks, timeout=10)
+            await asyncio.wait(tasks, timeout=self.limits.write_timeout + 5)
+        for task in self._unsaved:
+            task.cancel()
 
     def _cancel(self, run: ActiveRun, reason: StopReason) -> None:
         if run.stop_reason is None and not run.ended and run.task is not None:
@@ -144,8 +174,8 @@ class RunManager:
     def active_run(self, thread_id: str) -> ActiveRun | None:
         return self._active.get(thread_id)
 
-    def log(self, run_id: str) -> EventLog | None:
-        return self._logs.get(run_id)
+    def log(self, thread_id: str, run_id: str) -> EventLog | None:
+        return self._logs.get((thread_id, run_id))
 
     # Driving a run ---------------------------------------------------------------------------
 
@@ -156,10 +186,13 @@ class RunManager:
             async with asyncio.timeout(self.limits.run_timeout):
                 async for event in self.agent.run(run.prepared):
                     lifecycle.observe(event)
-                    run.log.append(event)
-                    run.ended = not lifecycle.run_active
+                    if lifecycle.run_active:
+                        self._emit(run, event)
+                    else:
+                        await self._end(run, event)
         except asyncio.CancelledError:
             if run.stop_reason is None:
+                run.log.close()
                 raise  # not ours: the event loop is going away
             asyncio.current_task().uncancel()
             if lifecycle.run_active:
@@ -173,18 +206,75 @@ class RunManager:
             )
         except LifecycleError:
             logger.exception("run %s produced an invalid stream", run.run_id)
-            ending = [events.run_error("internal error", "internal")]
+            ending = [events.run_error("internal error", "internal")] if not run.ended else []
         except Exception:
             logger.exception("run %s failed", run.run_id)
             ending = self._failure(lifecycle, "internal", "internal error")
+        try:
+            for event in ending[:-1]:
+                self._emit(run, event)
+            if ending:
+                await self._end(run, ending[-1])
         finally:
-            for event in ending:
-                run.log.append(event)
             run.log.close()
             if run._grace is not None:
                 run._grace.cancel()
+            if run.store_retry is None:
+                self._release(run)
+
+    def _emit(self, run: ActiveRun, event: Event) -> None:
+        frame = run.log.append(event)
+        self.writer.add(run.key, run.log.last_seq, frame)
+
+    async def _end(self, run: ActiveRun, terminal: Event) -> None:
+        """Store the run's end, then send its terminal event: what a client saw finish is on
+        record. A store that does not answer in time turns the end into RUN_ERROR."""
+        end = self._run_end(run, terminal)
+        try:
+            async with asyncio.timeout(self.limits.write_timeout):
+                await self._store_end(end)
+        except TimeoutError as error:
+            logger.error("run %s ended but could not be stored in time: %s", run.run_id, error)
+            terminal = events.run_error(
+                "the answer could not be saved; the thread is read-only until storage is back",
+                "storage_unavailable",
+            )
+            end = self._run_end(run, terminal, end.events)
+            run.store_retry = asyncio.create_task(self._store_later(run, end))
+            self._unsaved.add(run.store_retry)
+            run.store_retry.add_done_callback(self._unsaved.discard)
+        run.ended = True
+        run.log.append(terminal)  # its JSON is in ``end``; the writer must not store it twice
+
+    def _run_end(self, run: ActiveRun, terminal: Event, queued: EventBatch | None = None) -> RunEnd:
+        seq = run.log.last_seq + 1
+        if queued is None:
+            queued = self.writer.take(run.key) or EventBatch(*run.key, seq, [])
+        else:  # retrying: the same queued events, a different terminal event
+            queued = EventBatch(*run.key, queued.seq_from, queued.events[:-1])
+        batch = EventBatch(*run.key, queued.seq_from, [*queued.events, encode(terminal)])
+        return self.agent.run_end(run.prepared, terminal, batch)
+
+    async def _store_end(self, end: RunEnd, delay: float = 0.1, max_delay: float = 1.0) -> None:
+        """Store ``end``, retrying with backoff for as long as the caller waits."""
+        while True:
+            try:
+                await self.store.finish_run(end)
+                return
+            except StorageUnavailable as error:
+                logger.warning("storing the end of run %s: %s", end.run_id, error)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)
+
+    async def _store_later(self, run: ActiveRun, end: RunEnd) -> None:
+        await self._store_end(end, delay=1.0, max_delay=30.0)
+        logger.info("run %s stored after the outage", run.run_id)
+        self._release(run)
+
+    def _release(self, run: ActiveRun) -> None:
+        if self._active.get(run.thread_id) is run:
             del self._active[run.thread_id]
-            self._retire(run.log)
+        self._retire(run.log)
 
     @staticmethod
     def _failure(lifecycle: Lifecycle, code: str, message: str) -> list[Event]:
@@ -197,15 +287,16 @@ class RunManager:
             self.limits.log_retention, self._forget, log, log.last_seq
         )
         while len(self._logs) > self.limits.max_retained_logs:
-            oldest_id, oldest = next(iter(self._logs.items()))
+            oldest_key, oldest = next(iter(self._logs.items()))
             if not oldest.closed:
                 break
-            del self._logs[oldest_id]
+            del self._logs[oldest_key]
 
     def _forget(self, log: EventLog, last_seq: int) -> None:
         # A resume may have reopened and extended the log since: then its own timer decides.
-        if self._logs.get(log.run_id) is log and log.closed and log.last_seq == last_seq:
-            del self._logs[log.run_id]
+        key = (log.thread_id, log.run_id)
+        if self._logs.get(key) is log and log.closed and log.last_seq == last_seq:
+            del self._logs[key]
 
 
 @contextlib.contextmanager

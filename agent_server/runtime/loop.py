@@ -33,10 +33,19 @@ from agent_server.models.base import (
     ToolSpec,
     Usage,
 )
+from agent_server.runtime.history import Message, merge_history
 from agent_server.runtime.prompt import chat_messages, system_prompt
 from agent_server.runtime.state import SharedState
 from agent_server.runtime.tools import BackendTool, ToolContext, ToolRegistry
-from agent_server.store.threads import PendingInterrupt, ThreadRecord, ThreadStore
+from agent_server.store.base import (
+    EventBatch,
+    PendingInterrupt,
+    RunEnd,
+    RunStart,
+    RunStatus,
+    ThreadRecord,
+    ThreadStore,
+)
 from protocol import events
 from protocol.events import Event
 from protocol.input import InputError, ResumeEntry, RunAgentInput, Tool
@@ -68,15 +77,24 @@ def new_id(prefix: str) -> str:
 
 @dataclass
 class PreparedRun:
-    """A request that passed every check; running it is now safe."""
+    """A request that passed every check; running it is now safe.
+
+    The run fills in the rest as it goes: the transcript grows, and what the client must do
+    next (answer frontend tool calls, approve interrupts) is recorded for the run's end.
+    """
 
     input: RunAgentInput
     record: ThreadRecord
+    new_thread: bool
     transcript: Transcript
+    client_messages: list[Message]  # what this request added to the stored history
+    previous_seq: int  # events a resumed run already has under the same run id
     state: SharedState
     frontend_tools: dict[str, Tool]
     answers: list[tuple[PendingInterrupt, ResumeEntry]]
     usage: Usage = field(default_factory=Usage)
+    pending_tool_call_ids: list[str] = field(default_factory=list)
+    interrupts: list[PendingInterrupt] = field(default_factory=list)
 
     @property
     def thread_id(self) -> str:
@@ -175,12 +193,6 @@ class _Turn:
         return [events.reasoning_message_end(reasoning_id), events.reasoning_end(reasoning_id)]
 
 
-@dataclass
-class _Outcome:
-    pending_tool_call_ids: list[str] = field(default_factory=list)
-    interrupts: list[PendingInterrupt] = field(default_factory=list)
-
-
 class Agent:
     def __init__(
         self,
@@ -198,8 +210,9 @@ class Agent:
 
     async def prepare(self, input: RunAgentInput, owner: str) -> PreparedRun:
         record = await self.store.load(input.thread_id)
+        new_thread = record is None
         if record is None:
-            record = ThreadRecord(input.thread_id, owner)
+            record = ThreadRecord(input.thread_id, owner, title=_title(input.messages))
         elif record.owner != owner:
             # Not 403: whether someone else's thread exists is not ours to reveal.
             raise InputError(404, "thread_not_found", f"no thread {input.thread_id!r}")
@@ -209,21 +222,20 @@ class Agent:
                 422, "invalid_input", f"tool names reserved by the server: {', '.join(clashes)}"
             )
         answers = _match_answers(record.pending_interrupts, input.resume)
-        if input.run_id in record.run_ids and not any(
+        previous = None if new_thread else await self.store.get_run(input.thread_id, input.run_id)
+        if previous is not None and not any(
             pending.run_id == input.run_id for pending in record.pending_interrupts
         ):
+            # Only a resume may reuse the interrupted run's id, as CopilotKit does.
             raise InputError(409, "run_exists", f"run {input.run_id!r} already ran on this thread")
 
         transcript = Transcript(record.messages)
-        # The server answers interrupted calls itself; CopilotKit also appends a tool message
-        # for them when it resumes, which would give the call two results.
-        answered_here = {pending.tool_call_id for pending, _ in answers}
-        for message in input.messages:
-            if message.id in transcript:
-                continue  # the stored copy is the truth
-            if message.role == "tool" and message.tool_call_id in answered_here:
-                continue
-            transcript.append(message.to_wire())
+        client_messages = merge_history(
+            transcript,
+            input.messages,
+            new_thread=new_thread,
+            answered_by_server={pending.tool_call_id for pending, _ in answers},
+        )
         # The client already holds the state it sent; stored state it must be told.
         if input.state is not None:
             state = SharedState(input.state, client_holds=True)
@@ -232,7 +244,10 @@ class Agent:
         return PreparedRun(
             input=input,
             record=record,
+            new_thread=new_thread,
             transcript=transcript,
+            client_messages=client_messages,
+            previous_seq=previous.last_seq if previous else 0,
             state=state,
             frontend_tools={tool.name: tool for tool in input.tools},
             answers=answers,
@@ -240,19 +255,54 @@ class Agent:
 
     # Phase 2: the run ------------------------------------------------------------------------
 
-    async def run(self, prepared: PreparedRun) -> AsyncIterator[Event]:
-        """Stream the run. Every event is also applied to ``prepared.transcript``, which is
-        saved when the generator ends, however it ends."""
-        transcript = prepared.transcript
-        outcome = _Outcome()
-        try:
-            async for event in self._run(prepared, outcome):
-                transcript.apply(event)
-                yield event
-        finally:
-            await self._save(prepared, outcome)
+    def run_start(self, prepared: PreparedRun) -> RunStart:
+        """What the store records before the run's first byte."""
+        return RunStart(
+            prepared.thread_id,
+            prepared.run_id,
+            prepared.record.owner,
+            prepared.record.title,
+            prepared.client_messages,
+            prepared.input.protocol_version,
+        )
 
-    async def _run(self, prepared: PreparedRun, outcome: _Outcome) -> AsyncIterator[Event]:
+    def run_end(self, prepared: PreparedRun, terminal: Event, events: EventBatch) -> RunEnd:
+        """What the store records before the run's terminal event is sent."""
+        outcome = (
+            terminal.get("outcome", {}).get("type") if terminal["type"] != "RUN_ERROR" else None
+        )
+        if terminal["type"] == "RUN_ERROR":
+            status = RunStatus.FAILED
+        elif outcome == "interrupt":
+            status = RunStatus.INTERRUPTED
+        elif outcome == "cancelled":
+            status = RunStatus.CANCELLED
+        else:
+            status, outcome = RunStatus.SUCCEEDED, "success"
+        stored = len(prepared.record.messages) + len(prepared.client_messages)
+        return RunEnd(
+            prepared.thread_id,
+            prepared.run_id,
+            status,
+            outcome,
+            terminal.get("code"),
+            terminal.get("message"),
+            prepared.transcript.messages[stored:],
+            prepared.state.value,
+            prepared.interrupts if status is RunStatus.INTERRUPTED else [],
+            self._usage(prepared),
+            events.seq_from + len(events.events) - 1,
+            events,
+        )
+
+    async def run(self, prepared: PreparedRun) -> AsyncIterator[Event]:
+        """Stream the run; every event is also applied to ``prepared.transcript``."""
+        transcript = prepared.transcript
+        async for event in self._run(prepared):
+            transcript.apply(event)
+            yield event
+
+    async def _run(self, prepared: PreparedRun) -> AsyncIterator[Event]:
         # Model deltas stream through here one generator deep: every layer costs per token.
         input = prepared.input
         yield events.run_started(input.thread_id, input.run_id, parent_run_id=input.parent_run_id)
@@ -287,9 +337,9 @@ class Agent:
                 yield events.step_finished("model")
                 if not turn.calls:
                     break
-                async for event in self._dispatch(prepared, turn.calls, outcome):
+                async for event in self._dispatch(prepared, turn.calls):
                     yield event
-                if outcome.interrupts or outcome.pending_tool_call_ids:
+                if prepared.interrupts or prepared.pending_tool_call_ids:
                     break
         except ModelError as error:
             yield events.run_error(
@@ -299,23 +349,23 @@ class Agent:
         yield events.run_finished(
             input.thread_id,
             input.run_id,
-            outcome=_outcome_event(outcome),
+            outcome=_outcome_event(prepared),
             usage=self._usage(prepared),
         )
 
     async def _dispatch(
-        self, prepared: PreparedRun, calls: list[_ToolCall], outcome: _Outcome
+        self, prepared: PreparedRun, calls: list[_ToolCall]
     ) -> AsyncIterator[Event]:
         """Run backend tools now; leave frontend calls to the client and approvals to a
-        person, recording both in ``outcome``."""
+        person, recording both in ``prepared``."""
         for call in calls:
             tool = self.tools.get(call.name)
             if call.name in prepared.frontend_tools:
-                outcome.pending_tool_call_ids.append(call.id)
+                prepared.pending_tool_call_ids.append(call.id)
             elif tool is None:
                 yield _result(call.id, {"error": f"there is no tool named {call.name!r}"})
             elif tool.requires_approval:
-                outcome.interrupts.append(
+                prepared.interrupts.append(
                     PendingInterrupt(
                         new_id("int"), call.id, call.name, call.arguments, prepared.run_id
                     )
@@ -390,24 +440,27 @@ class Agent:
             entry["cachedInputTokens"] = usage.cached_input_tokens
         return [entry]
 
-    async def _save(self, prepared: PreparedRun, outcome: _Outcome) -> None:
-        record = prepared.record
-        record.messages = prepared.transcript.messages
-        record.state = prepared.state.value
-        record.pending_interrupts = outcome.interrupts
-        if prepared.run_id not in record.run_ids:
-            record.run_ids.append(prepared.run_id)
-        await self.store.save(record)
-
 
 def _result(call_id: str, content: dict[str, Any]) -> Event:
     return events.tool_call_result(new_id("msg"), call_id, orjson.dumps(content).decode())
 
 
-def _outcome_event(outcome: _Outcome) -> dict[str, Any]:
-    if outcome.interrupts:
-        return approval_outcome(outcome.interrupts)
-    return events.success_outcome(outcome.pending_tool_call_ids)
+def _outcome_event(prepared: PreparedRun) -> dict[str, Any]:
+    if prepared.interrupts:
+        return approval_outcome(prepared.interrupts)
+    return events.success_outcome(prepared.pending_tool_call_ids)
+
+
+def _title(messages: list[Any]) -> str:
+    """A new thread's title: the start of its first user message."""
+    for message in messages:
+        if message.role == "user":
+            text = message.content if isinstance(message.content, str) else ""
+            if not text:
+                text = " ".join(part.text for part in message.content if part.type == "text")
+            text = " ".join(text.split())
+            return text if len(text) <= 80 else text[:79] + "…"
+    return ""
 
 
 def approval_outcome(pending: list[PendingInterrupt]) -> dict[str, Any]:

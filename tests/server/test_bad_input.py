@@ -10,6 +10,7 @@ from protocol.framing import parse_sse
 from tests.conftest import citadel, double_model
 from tests.doubles.ollama import ScriptedReply, text_reply, tool_call_reply
 from tests.support.agui import new_id, stream, user
+from tests.support.database import isolated_database_url, table_rows
 
 THREAD = "thread-with-history"
 
@@ -112,10 +113,16 @@ async def test_bad_run_requests_are_refused_and_change_nothing(
     ollama, request_kwargs, status, code, fragment
 ):
     ollama.enqueue(ScriptedReply(text_reply("stored")))
-    settings = {"max_body_bytes": 4096, "max_messages": 5}
-    async with citadel(double_model(ollama), **settings) as url, httpx.AsyncClient() as client:
+    async with (
+        isolated_database_url() as database,
+        citadel(
+            double_model(ollama), database_url=database, max_body_bytes=4096, max_messages=5
+        ) as url,
+        httpx.AsyncClient() as client,
+    ):
         await stream(client, f"{url}/agui", body())  # the thread has one exchange
         before = (await client.post(f"{url}/agui/connect", json={"threadId": THREAD})).content
+        rows_before = await table_rows(database)
         requests_before = len(ollama.requests)
 
         if request_kwargs.get("content") == "chunked":
@@ -124,12 +131,14 @@ async def test_bad_run_requests_are_refused_and_change_nothing(
         response = await client.post(f"{url}/agui", **request_kwargs)
 
         after = (await client.post(f"{url}/agui/connect", json={"threadId": THREAD})).content
+        rows_after = await table_rows(database)
     assert response.status_code == status
     assert response.headers["content-type"] == "application/json"
     error = response.json()["error"]
     assert error["code"] == code and fragment in error["message"], error
     assert len(ollama.requests) == requests_before  # the model was never called
     assert _history(before) == _history(after)  # the thread is as it was
+    assert rows_after == rows_before and rows_before["messages"]  # and so is the database
 
 
 async def _chunks(data: bytes):

@@ -62,11 +62,18 @@ async def test_doctor_checks_the_configured_backend(ollama, unused_tcp_port, tmp
     code, out, _ = await run_cli("doctor", env={**env, "CITADEL_LLM_URL": ollama.url})
     assert code == 0, out
     assert "[ok ] chat model (ollama)" in out
+    assert (
+        "[ok ] thread store (postgres): embedded" in out
+        and "0 migrations applied, 1 pending" in out
+    )
 
     down = {**env, "CITADEL_LLM_URL": f"http://127.0.0.1:{unused_tcp_port}"}
+    down["DATABASE_URL"] = f"postgresql://citadel:s3cret@127.0.0.1:{unused_tcp_port}/citadel"
     code, out, _ = await run_cli("doctor", env=down)
     assert code == 1
     assert "[ERR] chat model (ollama)" in out and "fix: start Ollama" in out
+    assert "[ERR] thread store (postgres)" in out and "fix: start Postgres" in out
+    assert f"citadel@127.0.0.1:{unused_tcp_port}/citadel" in out and "s3cret" not in out
 
     code, out, _ = await run_cli("doctor", env={"CITADEL_LLM": "openai"})
     assert code == 1 and "CITADEL_LLM=openai needs CITADEL_LLM_URL" in out

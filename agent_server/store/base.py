@@ -1,0 +1,140 @@
+"""What a thread store keeps, and the one interface every store implements.
+
+The server's copy of a thread is the truth the runtime reads; a client's message list only
+adds new messages to it. A run is written twice: when it starts (the thread, the run and the
+client's new messages, before the first byte is sent) and when it ends (what the run produced,
+the state, pending interrupts and the run's outcome, before its terminal event is sent). Events
+in between are written in batches, off the hot path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+Message = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingInterrupt:
+    """A tool call waiting for a person's approval; the next run must answer it."""
+
+    id: str
+    tool_call_id: str
+    tool_name: str
+    arguments: str
+    run_id: str
+
+
+@dataclass
+class ThreadRecord:
+    thread_id: str
+    owner: str
+    title: str = ""
+    messages: list[Message] = field(default_factory=list)
+    state: Any = None
+    pending_interrupts: list[PendingInterrupt] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadSummary:
+    thread_id: str
+    title: str
+    message_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    INTERRUPTED = "interrupted"  # waiting for a person to answer its interrupts
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class RunStart:
+    thread_id: str
+    run_id: str
+    owner: str
+    title: str  # used only when the thread is new
+    new_messages: list[Message]  # what the client added, appended after the stored history
+    protocol_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventBatch:
+    """Consecutive events of one run: ``events[i]`` has sequence number ``seq_from + i``."""
+
+    thread_id: str
+    run_id: str
+    seq_from: int
+    events: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnd:
+    thread_id: str
+    run_id: str
+    status: RunStatus
+    outcome: str | None  # success | interrupt | cancelled
+    error_code: str | None
+    error_message: str | None
+    new_messages: list[Message]  # what the run produced
+    state: Any
+    pending_interrupts: list[PendingInterrupt]
+    usage: list[dict[str, Any]]
+    last_seq: int
+    events: EventBatch | None  # the run's events not yet written, its terminal event included
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    thread_id: str
+    run_id: str
+    owner: str
+    status: RunStatus
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who did something, for the audit log."""
+
+    user_id: str
+    remote_addr: str | None = None
+
+
+class StorageUnavailable(RuntimeError):
+    """The store cannot be reached; the message says which and why, never with secrets."""
+
+
+class ThreadStore(Protocol):
+    async def load(self, thread_id: str) -> ThreadRecord | None: ...
+
+    async def start_run(self, start: RunStart) -> None: ...
+
+    async def append_events(self, batches: list[EventBatch]) -> None: ...
+
+    async def finish_run(self, end: RunEnd) -> None: ...
+
+    async def get_run(self, thread_id: str, run_id: str) -> RunRecord | None: ...
+
+    async def read_events(self, thread_id: str, run_id: str, after_seq: int) -> list[bytes]:
+        """The JSON of each stored event after ``after_seq``, in order."""
+        ...
+
+    async def list_threads(
+        self, owner: str, limit: int, before: tuple[datetime, str] | None
+    ) -> list[ThreadSummary]: ...
+
+    async def rename_thread(self, thread_id: str, owner: str, title: str, actor: Actor) -> bool: ...
+
+    async def delete_thread(self, thread_id: str, owner: str, actor: Actor) -> bool: ...
+
+    async def recover(self) -> int:
+        """Mark runs whose worker died as failed; how many."""
+        ...

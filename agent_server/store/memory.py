@@ -1,0 +1,118 @@
+"""Threads in this process's memory: gone on restart, invisible to other workers.
+
+The baseline the Postgres store is measured against (bench/), and a store for embedding the
+runtime where nothing needs to survive the process.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from agent_server.store.base import (
+    Actor,
+    EventBatch,
+    RunEnd,
+    RunRecord,
+    RunStart,
+    RunStatus,
+    ThreadRecord,
+    ThreadSummary,
+)
+
+
+@dataclass
+class _Thread:
+    record: ThreadRecord
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+class MemoryThreadStore:
+    def __init__(self) -> None:
+        self._threads: dict[str, _Thread] = {}
+        self._runs: dict[tuple[str, str], RunRecord] = {}
+        self._events: dict[tuple[str, str], dict[int, bytes]] = {}
+
+    async def load(self, thread_id: str) -> ThreadRecord | None:
+        thread = self._threads.get(thread_id)
+        # Callers get their own copy, as from a database.
+        return copy.deepcopy(thread.record) if thread is not None else None
+
+    async def start_run(self, start: RunStart) -> None:
+        thread = self._threads.get(start.thread_id)
+        if thread is None:
+            thread = self._threads[start.thread_id] = _Thread(
+                ThreadRecord(start.thread_id, start.owner, start.title)
+            )
+        thread.record.messages += copy.deepcopy(start.new_messages)
+        thread.updated_at = datetime.now(UTC)
+        self._runs[(start.thread_id, start.run_id)] = RunRecord(
+            start.thread_id, start.run_id, start.owner, RunStatus.RUNNING, 0
+        )
+
+    async def append_events(self, batches: list[EventBatch]) -> None:
+        for batch in batches:
+            stored = self._events.setdefault((batch.thread_id, batch.run_id), {})
+            for offset, event in enumerate(batch.events):
+                stored[batch.seq_from + offset] = event
+
+    async def finish_run(self, end: RunEnd) -> None:
+        if end.events is not None:
+            await self.append_events([end.events])
+        thread = self._threads[end.thread_id]
+        thread.record.messages += copy.deepcopy(end.new_messages)
+        thread.record.state = copy.deepcopy(end.state)
+        thread.record.pending_interrupts = list(end.pending_interrupts)
+        thread.updated_at = datetime.now(UTC)
+        run = self._runs[(end.thread_id, end.run_id)]
+        self._runs[(end.thread_id, end.run_id)] = RunRecord(
+            run.thread_id, run.run_id, run.owner, end.status, end.last_seq
+        )
+
+    async def get_run(self, thread_id: str, run_id: str) -> RunRecord | None:
+        return self._runs.get((thread_id, run_id))
+
+    async def read_events(self, thread_id: str, run_id: str, after_seq: int) -> list[bytes]:
+        stored = self._events.get((thread_id, run_id), {})
+        return [stored[seq] for seq in sorted(stored) if seq > after_seq]
+
+    async def list_threads(
+        self, owner: str, limit: int, before: tuple[datetime, str] | None
+    ) -> list[ThreadSummary]:
+        mine = [
+            ThreadSummary(
+                thread.record.thread_id,
+                thread.record.title,
+                len(thread.record.messages),
+                thread.created_at,
+                thread.updated_at,
+            )
+            for thread in self._threads.values()
+            if thread.record.owner == owner
+        ]
+        mine.sort(key=lambda summary: (summary.updated_at, summary.thread_id), reverse=True)
+        if before is not None:
+            mine = [s for s in mine if (s.updated_at, s.thread_id) < before]
+        return mine[:limit]
+
+    async def rename_thread(self, thread_id: str, owner: str, title: str, actor: Actor) -> bool:
+        thread = self._threads.get(thread_id)
+        if thread is None or thread.record.owner != owner:
+            return False
+        thread.record.title = title
+        return True
+
+    async def delete_thread(self, thread_id: str, owner: str, actor: Actor) -> bool:
+        thread = self._threads.get(thread_id)
+        if thread is None or thread.record.owner != owner:
+            return False
+        del self._threads[thread_id]
+        for key in [key for key in self._runs if key[0] == thread_id]:
+            del self._runs[key]
+            self._events.pop(key, None)
+        return True
+
+    async def recover(self) -> int:
+        return 0  # nothing survives a restart to be recovered

@@ -1,0 +1,367 @@
+"""Threads, runs, events and the audit log in Postgres (asyncpg).
+
+Every write a run makes is one transaction: the start (thread, run row, the client's new
+messages) and the end (the run's messages, state, interrupts, outcome and its last events).
+Events in between arrive in batches from :class:`~agent_server.runs.writer.EventWriter`.
+
+Runs belong to a worker (one process). A worker that dies leaves its runs ``running``;
+:meth:`PostgresThreadStore.recover` marks them failed: at once for a dead process on this
+host, after :data:`WORKER_LEASE` of silence for other hosts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import psutil
+
+from agent_server.store.base import (
+    Actor,
+    EventBatch,
+    Message,
+    PendingInterrupt,
+    RunEnd,
+    RunRecord,
+    RunStart,
+    RunStatus,
+    StorageUnavailable,
+    ThreadRecord,
+    ThreadSummary,
+)
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL = 5.0  # seconds between a worker's heartbeats
+WORKER_LEASE = 30.0  # a worker on another host silent this long is considered dead
+
+_CONNECTION_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.QueryCanceledError,
+)
+
+
+@contextlib.asynccontextmanager
+async def _translated() -> AsyncIterator[None]:
+    """Database trouble as :class:`StorageUnavailable`, the one error callers handle."""
+    try:
+        yield
+    except _CONNECTION_ERRORS as error:
+        raise StorageUnavailable(f"the database is unavailable: {error}") from error
+
+
+class PostgresThreadStore:
+    def __init__(self, pool: asyncpg.Pool, *, event_retention: float) -> None:
+        self._pool = pool
+        self._event_retention = event_retention
+        self.worker_id = uuid.uuid4()
+        self._maintenance: asyncio.Task[None] | None = None
+
+    # Worker lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Register this worker, recover runs of dead ones, and keep the lease fresh."""
+        async with _translated():
+            await self._pool.execute(
+                "INSERT INTO workers (id, host, pid) VALUES ($1, $2, $3)",
+                self.worker_id,
+                socket.gethostname(),
+                os.getpid(),
+            )
+        recovered = await self.recover()
+        if recovered:
+            logger.warning("marked %d run(s) of stopped workers as failed", recovered)
+        self._maintenance = asyncio.create_task(self._maintain(), name="store maintenance")
+
+    async def close(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+        with contextlib.suppress(*_CONNECTION_ERRORS):
+            await self._pool.execute("DELETE FROM workers WHERE id = $1", self.worker_id)
+
+    async def _maintain(self) -> None:
+        beats = 0
+        while True:
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            beats += 1
+            try:
+                await self._pool.execute(
+                    "UPDATE workers SET heartbeat_at = now() WHERE id = $1", self.worker_id
+                )
+                await self.recover()
+                if beats % 720 == 0:  # hourly
+                    await self._expire_events()
+            except _CONNECTION_ERRORS as error:
+                logger.warning("store maintenance skipped: %s", error)
+
+    async def recover(self) -> int:
+        async with _translated(), self._pool.acquire() as connection:
+            workers = await connection.fetch(
+                "SELECT id, host, pid, started_at,"
+                " heartbeat_at < now() - make_interval(secs => $1) AS silent FROM workers",
+                WORKER_LEASE,
+            )
+            dead = [row["id"] for row in workers if _is_dead(row, self.worker_id)]
+            if not dead:
+                return 0
+            async with connection.transaction():
+                result = await connection.execute(
+                    "UPDATE runs SET status = 'failed', error_code = 'interrupted',"
+                    " error_message = 'the server stopped during this run', finished_at = now()"
+                    " WHERE status = 'running' AND worker_id = ANY($1::uuid[])",
+                    dead,
+                )
+                await connection.execute("DELETE FROM workers WHERE id = ANY($1::uuid[])", dead)
+        return int(result.split()[-1])
+
+    async def _expire_events(self) -> None:
+        await self._pool.execute(
+            "DELETE FROM run_events WHERE created_at < now() - make_interval(secs => $1)",
+            self._event_retention,
+        )
+
+    # Threads ---------------------------------------------------------------------------------
+
+    async def load(self, thread_id: str) -> ThreadRecord | None:
+        async with _translated():
+            row = await self._pool.fetchrow(
+                "SELECT owner, title, state, pending_interrupts,"
+                " coalesce((SELECT jsonb_agg(body ORDER BY position) FROM messages"
+                "           WHERE thread_id = t.id), '[]'::jsonb) AS messages"
+                " FROM threads t WHERE id = $1",
+                thread_id,
+            )
+        if row is None:
+            return None
+        return ThreadRecord(
+            thread_id,
+            row["owner"],
+            row["title"],
+            row["messages"],
+            row["state"],
+            [PendingInterrupt(**item) for item in row["pending_interrupts"]],
+        )
+
+    async def list_threads(
+        self, owner: str, limit: int, before: tuple[datetime, str] | None
+    ) -> list[ThreadSummary]:
+        async with _translated():
+            rows = await self._pool.fetch(
+                "SELECT id, title, message_count, created_at, updated_at FROM threads"
+                " WHERE owner = $1 AND ($2::timestamptz IS NULL OR (updated_at, id) < ($2, $3))"
+                " ORDER BY updated_at DESC, id DESC LIMIT $4",
+                owner,
+                before[0] if before else None,
+                before[1] if before else "",
+                limit,
+            )
+        return [ThreadSummary(*row) for row in rows]
+
+    async def rename_thread(self, thread_id: str, owner: str, title: str, actor: Actor) -> bool:
+        async with _translated(), self._pool.acquire() as connection, connection.transaction():
+            result = await connection.execute(
+                "UPDATE threads SET title = $3, updated_at = now() WHERE id = $1 AND owner = $2",
+                thread_id,
+                owner,
+                title,
+            )
+            if result != "UPDATE 1":
+                return False
+            await _audit(connection, actor, "thread.rename", thread_id, {"title": title})
+        return True
+
+    async def delete_thread(self, thread_id: str, owner: str, actor: Actor) -> bool:
+        """Messages, runs and events go with the thread (ON DELETE CASCADE); the audit
+        entry stays."""
+        async with _translated(), self._pool.acquire() as connection, connection.transaction():
+            row = await connection.fetchrow(
+                "DELETE FROM threads WHERE id = $1 AND owner = $2 RETURNING message_count",
+                thread_id,
+                owner,
+            )
+            if row is None:
+                return False
+            await _audit(
+                connection, actor, "thread.delete", thread_id, {"messages": row["message_count"]}
+            )
+        return True
+
+    # Runs ------------------------------------------------------------------------------------
+
+    async def start_run(self, start: RunStart) -> None:
+        async with _translated(), self._pool.acquire() as connection, connection.transaction():
+            await connection.execute(
+                "INSERT INTO threads (id, owner, title) VALUES ($1, $2, $3)"
+                " ON CONFLICT (id) DO NOTHING",
+                start.thread_id,
+                start.owner,
+                start.title,
+            )
+            await _append_messages(connection, start.thread_id, start.new_messages)
+            await connection.execute(
+                "INSERT INTO runs (thread_id, run_id, owner, status, protocol_version, worker_id)"
+                " VALUES ($1, $2, $3, 'running', $4, $5)"
+                " ON CONFLICT (thread_id, run_id) DO UPDATE SET status = 'running',"
+                "   outcome = NULL, error_code = NULL, error_message = NULL,"
+                "   worker_id = EXCLUDED.worker_id, finished_at = NULL",
+                start.thread_id,
+                start.run_id,
+                start.owner,
+                start.protocol_version,
+                self.worker_id,
+            )
+
+    async def append_events(self, batches: list[EventBatch]) -> None:
+        async with _translated(), self._pool.acquire() as connection:
+            await _insert_events(connection, batches)
+
+    async def finish_run(self, end: RunEnd) -> None:
+        input_tokens = sum(entry.get("inputTokens", 0) for entry in end.usage) or None
+        output_tokens = sum(entry.get("outputTokens", 0) for entry in end.usage) or None
+        async with _translated(), self._pool.acquire() as connection, connection.transaction():
+            status = await connection.fetchval(
+                "SELECT status FROM runs WHERE thread_id = $1 AND run_id = $2 FOR UPDATE",
+                end.thread_id,
+                end.run_id,
+            )
+            if status != RunStatus.RUNNING:
+                return  # stored already: a retry whose first attempt did commit
+            if end.events is not None:
+                await _insert_events(connection, [end.events])
+            await _append_messages(connection, end.thread_id, end.new_messages)
+            await connection.execute(
+                "UPDATE threads SET state = $2, pending_interrupts = $3, updated_at = now()"
+                " WHERE id = $1",
+                end.thread_id,
+                end.state,
+                [asdict(item) for item in end.pending_interrupts],
+            )
+            await connection.execute(
+                "UPDATE runs SET status = $3, outcome = $4, error_code = $5, error_message = $6,"
+                " input_tokens = $7, output_tokens = $8, usage = $9, last_seq = $10,"
+                " finished_at = now() WHERE thread_id = $1 AND run_id = $2",
+                end.thread_id,
+                end.run_id,
+                end.status.value,
+                end.outcome,
+                end.error_code,
+                end.error_message,
+                input_tokens,
+                output_tokens,
+                end.usage or None,
+                end.last_seq,
+            )
+
+    async def get_run(self, thread_id: str, run_id: str) -> RunRecord | None:
+        async with _translated():
+            row = await self._pool.fetchrow(
+                "SELECT owner, status, last_seq FROM runs WHERE thread_id = $1 AND run_id = $2",
+                thread_id,
+                run_id,
+            )
+        if row is None:
+            return None
+        return RunRecord(thread_id, run_id, row["owner"], RunStatus(row["status"]), row["last_seq"])
+
+    async def read_events(self, thread_id: str, run_id: str, after_seq: int) -> list[bytes]:
+        async with _translated():
+            rows = await self._pool.fetch(
+                "SELECT seq_from, events FROM run_events"
+                " WHERE thread_id = $1 AND run_id = $2 AND seq_to > $3 ORDER BY seq_from",
+                thread_id,
+                run_id,
+                after_seq,
+            )
+        found: list[bytes] = []
+        for row in rows:
+            lines = bytes(row["events"]).split(b"\n")
+            found += lines[max(after_seq - row["seq_from"] + 1, 0) :]
+        return found
+
+
+def _is_dead(worker: asyncpg.Record, me: uuid.UUID) -> bool:
+    if worker["id"] == me:
+        return False
+    if worker["host"] != socket.gethostname():
+        return bool(worker["silent"])
+    try:  # same host: the process itself tells, no need to wait out a lease
+        process = psutil.Process(worker["pid"])
+        return process.create_time() > worker["started_at"].timestamp() + 1
+    except psutil.NoSuchProcess:
+        return True
+
+
+async def _append_messages(
+    connection: asyncpg.Connection, thread_id: str, messages: list[Message]
+) -> None:
+    if not messages:
+        return
+    count = await connection.fetchval(
+        "UPDATE threads SET message_count = message_count + $2, updated_at = now()"
+        " WHERE id = $1 RETURNING message_count - $2",
+        thread_id,
+        len(messages),
+    )
+    await connection.execute(
+        "INSERT INTO messages (thread_id, position, message_id, role, body)"
+        " SELECT $1, position, message_id, role, body"
+        " FROM unnest($2::int[], $3::text[], $4::text[], $5::jsonb[])"
+        "   AS new(position, message_id, role, body)",
+        thread_id,
+        list(range(count, count + len(messages))),
+        [message["id"] for message in messages],
+        [message["role"] for message in messages],
+        messages,
+    )
+
+
+async def _insert_events(connection: asyncpg.Connection, batches: list[EventBatch]) -> None:
+    # Idempotent: a batch retried after a lost acknowledgement is not written twice.
+    await connection.executemany(
+        "INSERT INTO run_events (thread_id, run_id, seq_from, seq_to, events)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        [
+            (
+                batch.thread_id,
+                batch.run_id,
+                batch.seq_from,
+                batch.seq_from + len(batch.events) - 1,
+                b"\n".join(batch.events),
+            )
+            for batch in batches
+            if batch.events
+        ],
+    )
+
+
+async def _audit(
+    connection: asyncpg.Connection,
+    actor: Actor,
+    action: str,
+    thread_id: str | None,
+    details: dict[str, Any],
+) -> None:
+    await connection.execute(
+        "INSERT INTO audit_log (actor, action, thread_id, details, remote_addr)"
+        " VALUES ($1, $2, $3, $4, $5)",
+        actor.user_id,
+        action,
+        thread_id,
+        details,
+        actor.remote_addr,
+    )
