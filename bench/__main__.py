@@ -14,7 +14,7 @@ import resource
 import sys
 import time
 
-from bench import agui_throughput, concurrency
+from bench import agui_throughput, concurrency, persistence
 
 PACKAGES = ("uvicorn", "uvloop", "httptools", "starlette", "orjson", "pydantic-ai-slim")
 
@@ -77,7 +77,9 @@ def machine() -> list[str]:
 
 
 def summary(
-    throughput: agui_throughput.ThroughputResult, load: concurrency.ConcurrencyResult
+    throughput: agui_throughput.ThroughputResult,
+    load: concurrency.ConcurrencyResult,
+    stored: persistence.PersistenceResult,
 ) -> list[str]:
     lines = ["| goal | measured | target | |", "|---|---:|---:|---|"]
     for label, ratio, goal, met in throughput.goals():
@@ -97,6 +99,8 @@ def summary(
         f"| memory per idle run | {citadel.per_run_kb:.1f} KB | < {goal_kb:g} KB "
         f"| {_verdict(citadel.per_run_kb < goal_kb)} |"
     )
+    for label, value, target, met in persistence.goals(stored):
+        lines.append(f"| {label} | {value} | {target} | {_verdict(met)} |")
     return lines
 
 
@@ -115,6 +119,8 @@ def main() -> None:
     throughput = agui_throughput.run(args.repetitions)
     print("bench: concurrency and idle memory (citadel, bare) ...", file=sys.stderr, flush=True)
     load = concurrency.run(args.client_procs)
+    print("bench: persistence (citadel on memory and on Postgres) ...", file=sys.stderr, flush=True)
+    stored = persistence.run()
     elapsed = time.perf_counter() - started
     print(
         "\n".join(
@@ -127,7 +133,7 @@ def main() -> None:
                 "",
                 "## Summary",
                 "",
-                *summary(throughput, load),
+                *summary(throughput, load, stored),
                 "",
                 "## Throughput",
                 "",
@@ -136,6 +142,10 @@ def main() -> None:
                 "## Concurrency and memory",
                 "",
                 concurrency.report(load),
+                "",
+                "## Persistence",
+                "",
+                persistence.report(stored),
             ]
         )
     )

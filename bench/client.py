@@ -40,7 +40,7 @@ def run_input(prompt: str) -> bytes:
 
 
 class BodyReader:
-    """Incremental HTTP response parser: head, then a chunked (or raw) body cut into frames."""
+    """Incremental HTTP response parser: head, then a chunked (or sized) body cut into frames."""
 
     def __init__(self) -> None:
         self.status = 0
@@ -48,6 +48,7 @@ class BodyReader:
         self.done = False
         self._head = b""
         self._chunked: bool | None = None  # None until the head is read
+        self._unread = -1  # body bytes still to come, when the head gives a Content-Length
         self._raw = bytearray()  # received, not yet de-chunked
         self._body = bytearray()  # de-chunked, not yet cut into frames
 
@@ -64,6 +65,8 @@ class BodyReader:
             self._dechunk()
         else:
             self._body += data
+            self._unread -= len(data)
+            self.done = self._unread == 0
         *frames, rest = self._body.split(b"\n\n")
         self._body = bytearray(rest)
         return [bytes(frame) for frame in frames]
@@ -75,6 +78,9 @@ class BodyReader:
             name, _, value = line.partition(":")
             self.headers[name.strip().lower()] = value.strip()
         self._chunked = "chunked" in self.headers.get("transfer-encoding", "")
+        if not self._chunked and "content-length" in self.headers:
+            self._unread = int(self.headers["content-length"])
+            self.done = self._unread == 0
 
     def _dechunk(self) -> None:
         raw, position = self._raw, 0

@@ -12,7 +12,7 @@ import time
 from agent_server.cli import tune_garbage_collector
 from agent_server.config import Settings
 from agent_server.runs.manager import following
-from agent_server.services import build_services, build_tools
+from agent_server.services import build_tools, start_services
 from bench.client import new_loop
 from bench.scripted import ScriptedModel
 from protocol.input import parse_run_input
@@ -24,8 +24,8 @@ REPETITIONS = 5
 
 async def cpu_per_event(script: str) -> float:
     """Best-of-N CPU microseconds per event for one answer of ``DELTAS`` deltas."""
-    settings = Settings(llm="embedded", auth="off")
-    services = build_services(settings, ScriptedModel(), build_tools(settings))
+    settings = Settings(llm="embedded", auth="off", store="memory")
+    services = await start_services(settings, ScriptedModel(), build_tools(settings))
     best = float("inf")
     for repetition in range(REPETITIONS):
         body = {
@@ -42,6 +42,7 @@ async def cpu_per_event(script: str) -> float:
                 b"".join(batch)
                 count += len(batch)
         best = min(best, (time.process_time() - started) / count * 1e6)
+    await services.aclose()
     return best
 
 

@@ -1,6 +1,9 @@
 """The servers under test, each in its own process: ``python -m bench.servers KIND --port N``.
 
-* ``citadel``: our real app, ``create_app(Settings(...), model=ScriptedModel())``;
+* ``citadel``: our real app, ``create_app(Settings(...), model=ScriptedModel())``, on the
+  in-memory thread store: the runtime's own cost;
+* ``citadel_postgres``: the same on Postgres, as deployed: ``BENCH_DATABASE_URL`` or, unset,
+  an embedded server under ``BENCH_DATA_DIR`` (:func:`running` makes a fresh one);
 * ``pydantic_ai``: pydantic-ai's AG-UI adapter (``AGUIAdapter.dispatch_request``) over an
   agent whose ``FunctionModel`` plays the same script (:func:`bench.scripted.play`);
 * ``bare``: a Starlette route writing pre-encoded frames, the same events and bytes Citadel
@@ -26,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
@@ -44,21 +48,34 @@ from protocol.events import Event
 from protocol.framing import SSE_HEADERS, SSE_MEDIA_TYPE, encode, event_id, sse_frame
 
 HOST = "127.0.0.1"
-KINDS = ("citadel", "pydantic_ai", "bare")
+KINDS = ("citadel", "citadel_postgres", "pydantic_ai", "bare")
 
 
 def last_user_text(data: dict) -> str:
     return next((m["content"] for m in reversed(data["messages"]) if m.get("role") == "user"), "")
 
 
-def citadel_app() -> Starlette:
+def citadel_app(store: str = "memory") -> Starlette:
     from agent_server.app import create_app
     from agent_server.config import Settings
 
     logging.getLogger("citadel").setLevel(logging.ERROR)  # not "authentication is OFF" each time
     # Pinned so that CITADEL_* variables in the environment cannot change what is measured.
-    settings = Settings(env="development", llm="embedded", auth="off", cors_origins=[])
+    settings = Settings(
+        env="development",
+        llm="embedded",
+        auth="off",
+        cors_origins=[],
+        store=store,
+        database_url=os.environ.get("BENCH_DATABASE_URL") or None,
+        data_dir=os.environ.get("BENCH_DATA_DIR", "data"),
+        max_messages=10_000,
+    )
     return create_app(settings, model=ScriptedModel())
+
+
+def citadel_postgres_app() -> Starlette:
+    return citadel_app("postgres")
 
 
 def pydantic_ai_app() -> Starlette:
@@ -149,7 +166,12 @@ def bare_app() -> Starlette:
     return Starlette(routes=[Route("/agui", run, methods=["POST"])])
 
 
-APPS = {"citadel": citadel_app, "pydantic_ai": pydantic_ai_app, "bare": bare_app}
+APPS = {
+    "citadel": citadel_app,
+    "citadel_postgres": citadel_postgres_app,
+    "pydantic_ai": pydantic_ai_app,
+    "bare": bare_app,
+}
 
 
 def serve(
@@ -164,7 +186,7 @@ def serve(
         gc.collect()
         gc.freeze()  # what exists now (modules, the app) is never scanned again
         gc.set_threshold(*(int(value) for value in gc_tuning.split(",")))
-    elif kind == "citadel":
+    elif kind.startswith("citadel"):
         from agent_server.cli import tune_garbage_collector
 
         tune_garbage_collector()  # as `citadel serve` does
@@ -218,16 +240,35 @@ def running(
     backlog: int = 4096,
     profile: str | None = None,
     gc_tuning: str | None = None,
-    timeout: float = 30.0,
+    timeout: float = 60.0,
+    data_dir: str | None = None,
 ) -> Iterator[ServerProcess]:
-    """Start ``kind`` in a subprocess, wait until it listens, and always stop it at the end."""
+    """Start ``kind`` in a subprocess, wait until it listens, and always stop it at the end.
+
+    ``citadel_postgres`` without ``BENCH_DATABASE_URL`` keeps its embedded database in
+    ``data_dir``, or else in a new one each time: earlier runs' rows never weigh on a measure."""
+    with contextlib.ExitStack() as stack:
+        env = dict(os.environ)
+        if kind == "citadel_postgres" and not env.get("BENCH_DATABASE_URL"):
+            env["BENCH_DATA_DIR"] = data_dir or stack.enter_context(tempfile.TemporaryDirectory())
+        yield from _running(kind, env, backlog, profile, gc_tuning, timeout)
+
+
+def _running(
+    kind: str,
+    env: dict[str, str],
+    backlog: int,
+    profile: str | None,
+    gc_tuning: str | None,
+    timeout: float,
+) -> Iterator[ServerProcess]:
     port = free_port()
     command = [sys.executable, "-m", "bench.servers", kind, "--port", str(port)]
     command += ["--backlog", str(backlog)] + (["--profile", profile] if profile else [])
     command += ["--gc-tuning", gc_tuning] if gc_tuning else []
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     # The server's stdout goes to our stderr: stdout is for the summary alone.
-    process = subprocess.Popen(command, cwd=root, stdout=sys.stderr)
+    process = subprocess.Popen(command, cwd=root, env=env, stdout=sys.stderr)
     try:
         wait_ready(process, port, timeout)
         yield ServerProcess(kind, port, process)
