@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from agent_server.models.base import ModelError
+from agent_server.store.base import StorageUnavailable
 
 READY_CHECK_TIMEOUT = 5.0
 
@@ -20,24 +23,32 @@ async def health(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    """Can this worker serve a run right now? 503 with the reason when not."""
-    model = request.app.state.services.model
+    """Can this worker serve a run right now? 503 with the reasons when not."""
+    services = request.app.state.services
+    model, store = await asyncio.gather(
+        _timed(services.model.check()), _timed(services.store.check())
+    )
+    model["provider"] = services.model.provider
+    checks = {"model": model, "store": store}
+    ok = all(check["status"] == "ok" for check in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ok else "unavailable", "checks": checks}, 200 if ok else 503
+    )
+
+
+async def _timed(check: Awaitable[None]) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         async with asyncio.timeout(READY_CHECK_TIMEOUT):
-            await model.check()
-        check = {"status": "ok"}
-    except ModelError as error:
-        check = {"status": "error", "code": error.code, "error": str(error)}
+            await check
+        result: dict[str, Any] = {"status": "ok"}
+    except (ModelError, StorageUnavailable) as error:
+        code = error.code if isinstance(error, ModelError) else "storage_unavailable"
+        result = {"status": "error", "code": code, "error": str(error)}
     except TimeoutError:
-        check = {"status": "error", "code": "timeout", "error": "no answer within 5 s"}
-    check["provider"] = model.provider
-    check["latencyMs"] = round((time.perf_counter() - started) * 1000, 1)
-    ok = check["status"] == "ok"
-    return JSONResponse(
-        {"status": "ready" if ok else "unavailable", "checks": {"model": check}},
-        200 if ok else 503,
-    )
+        result = {"status": "error", "code": "timeout", "error": "no answer within 5 s"}
+    result["latencyMs"] = round((time.perf_counter() - started) * 1000, 1)
+    return result
 
 
 routes = [Route("/health", health, methods=["GET"]), Route("/ready", ready, methods=["GET"])]

@@ -138,3 +138,7 @@ class ThreadStore(Protocol):
     async def recover(self) -> int:
         """Mark runs whose worker died as failed; how many."""
         ...
+
+    async def check(self) -> None:
+        """Raise :class:`StorageUnavailable` unless the store answers now (readiness)."""
+        ...

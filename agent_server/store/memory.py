@@ -116,3 +116,6 @@ class MemoryThreadStore:
 
     async def recover(self) -> int:
         return 0  # nothing survives a restart to be recovered
+
+    async def check(self) -> None:
+        return None  # always answers

@@ -109,6 +109,10 @@ class PostgresThreadStore:
             except _CONNECTION_ERRORS as error:
                 logger.warning("store maintenance skipped: %s", error)
 
+    async def check(self) -> None:
+        async with _translated():
+            await self._pool.fetchval("SELECT 1")
+
     async def recover(self) -> int:
         async with _translated(), self._pool.acquire() as connection:
             workers = await connection.fetch(

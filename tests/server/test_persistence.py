@@ -146,12 +146,18 @@ async def test_database_down_at_run_end_fails_the_run_clearly_then_recovers(olla
             proxy.cut()
             _, events = await running
             busy = await client.post(f"{url}/agui", json=body(thread_id, "again"))
+            not_ready = await client.get(f"{url}/ready", timeout=30)
             proxy.restore()
             # The background retry stores the run's end.
             await eventually(lambda: _status_is_not(database, thread_id, "running"))
+            ready = await client.get(f"{url}/ready")
             status, after = await stream(client, f"{url}/agui", body(thread_id, "again"))
     assert events[-1]["type"] == "RUN_ERROR" and events[-1]["code"] == "storage_unavailable"
     assert busy.status_code == 409  # the thread waits for its history to be stored
+    assert not_ready.status_code == 503, not_ready.text
+    checks = not_ready.json()["checks"]
+    assert checks["store"]["status"] == "error" and checks["model"]["status"] == "ok"
+    assert ready.status_code == 200 and ready.json()["checks"]["store"]["status"] == "ok"
     assert status == 200 and types(after)[-1] == "RUN_FINISHED"
 
 
