@@ -126,6 +126,7 @@ class RunManager:
             history=[dict(message) for message in prepared.transcript.messages],
         )
         self._active[input.thread_id] = run
+        self.writer.track(key, log)
         run.task = asyncio.create_task(self._drive(run), name=f"run {input.run_id}")
         return run
 
@@ -223,8 +224,7 @@ class RunManager:
                 self._release(run)
 
     def _emit(self, run: ActiveRun, event: Event) -> None:
-        frame = run.log.append(event)
-        self.writer.add(run.key, run.log.last_seq, frame)
+        run.log.append(event)
 
     async def _end(self, run: ActiveRun, terminal: Event) -> None:
         """Store the run's end, then send its terminal event: what a client saw finish is on

@@ -1,10 +1,11 @@
 """Events to the store in batches, off the stream's path.
 
-The run task only appends an event's frame to a buffer (a list append); a background task
-writes what accumulated for every run in one call per ``interval``. A failed write keeps its
-events and is retried with backoff, so a database hiccup delays persistence, never the stream.
-During a long outage at most ``max_pending`` events wait in memory; past that the oldest are
-dropped, and said so in the log.
+The writer keeps no copy of events: every ``interval`` it reads, from each tracked run's
+:class:`EventLog`, the events after those already written, and writes them for all runs in
+one call. Emitting an event costs the stream nothing more than the log's append. A failed
+write is retried with backoff, so a database hiccup delays persistence, never the stream;
+batches of runs that ended meanwhile wait in memory, at most ``max_pending`` events of them,
+past which the oldest are dropped, and said so in the log.
 """
 
 from __future__ import annotations
@@ -14,21 +15,34 @@ import contextlib
 import logging
 
 from agent_server.store.base import EventBatch, StorageUnavailable, ThreadStore
+from protocol.versions import WireVersion
+
+from .eventlog import EventLog
 
 logger = logging.getLogger(__name__)
 
-_DATA = b"\ndata: "
 _MAX_BACKOFF = 5.0
 
 RunKey = tuple[str, str]  # (thread id, run id)
 
 
-class _Pending:
-    __slots__ = ("frames", "seq_from")
+class _Tracked:
+    __slots__ = ("log", "written")
 
-    def __init__(self, seq_from: int) -> None:
-        self.seq_from = seq_from
-        self.frames: list[bytes] = []
+    def __init__(self, log: EventLog) -> None:
+        self.log = log
+        self.written = log.last_seq  # what the log holds now is the store's already
+
+    def unwritten(self) -> EventBatch | None:
+        """The events after ``written``, marked written (a failed write keeps the batch)."""
+        last = self.log.last_seq
+        if last == self.written:
+            return None
+        start, end = self.written - self.log.first_seq + 1, last - self.log.first_seq + 1
+        events = self.log.frames(start, end, WireVersion.V1, sse=False)
+        batch = EventBatch(self.log.thread_id, self.log.run_id, self.written + 1, events)
+        self.written = last
+        return batch
 
 
 class EventWriter:
@@ -38,33 +52,24 @@ class EventWriter:
         self._store = store
         self._interval = interval
         self._max_pending = max_pending
-        self._pending: dict[RunKey, _Pending] = {}
-        self._count = 0
+        self._runs: dict[RunKey, _Tracked] = {}
+        self._failed: list[EventBatch] = []  # written by no run any more: retried as they are
         self._task: asyncio.Task[None] | None = None
 
-    def add(self, key: RunKey, seq: int, frame: bytes) -> None:
-        """Queue one SSE frame (the event log's bytes; the JSON is cut out when written)."""
-        pending = self._pending.get(key)
-        if pending is None:
-            pending = self._pending[key] = _Pending(seq)
-        pending.frames.append(frame)
-        self._count += 1
-        if self._count > self._max_pending:
-            self._shed()
+    def track(self, key: RunKey, log: EventLog) -> None:
+        """Write the events ``log`` receives from now on."""
+        self._runs[key] = _Tracked(log)
 
     def take(self, key: RunKey) -> EventBatch | None:
-        """The run's queued events, removed: its end writes them in its own transaction."""
-        pending = self._pending.pop(key, None)
-        if pending is None:
-            return None
-        self._count -= len(pending.frames)
-        return _batch(key, pending)
+        """The run's unwritten events, and stop tracking it: its end writes them itself."""
+        tracked = self._runs.pop(key, None)
+        return None if tracked is None else tracked.unwritten()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event writer")
 
     async def close(self) -> None:
-        """Stop, writing what is queued if the store takes it."""
+        """Stop, writing what is unwritten if the store takes it."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -86,40 +91,25 @@ class EventWriter:
                 logger.exception("events could not be written and were dropped")
 
     async def _flush(self) -> None:
-        if not self._pending:
+        batches, self._failed = self._failed, []
+        batches += filter(None, (tracked.unwritten() for tracked in self._runs.values()))
+        if not batches:
             return
-        pending, self._pending = self._pending, {}
-        count, self._count = self._count, 0
         try:
-            await self._store.append_events([_batch(key, item) for key, item in pending.items()])
+            await self._store.append_events(batches)
         except StorageUnavailable:
-            self._requeue(pending, count)
+            self._keep(batches)
             raise
 
-    def _requeue(self, failed: dict[RunKey, _Pending], count: int) -> None:
-        # Older events first: what arrived meanwhile continues where the failed batch ends.
-        for key, newer in self._pending.items():
-            if key in failed:
-                failed[key].frames += newer.frames
-            else:
-                failed[key] = newer
-        self._pending = failed
-        self._count += count
-        if self._count > self._max_pending:
-            self._shed()
-
-    def _shed(self) -> None:
-        while self._count > self._max_pending and self._pending:
-            key = next(iter(self._pending))
-            dropped = self._pending.pop(key)
-            self._count -= len(dropped.frames)
+    def _keep(self, batches: list[EventBatch]) -> None:
+        # Older first: what is written next continues where these end.
+        self._failed = batches + self._failed
+        pending = sum(len(batch.events) for batch in self._failed)
+        while pending > self._max_pending and self._failed:
+            dropped = self._failed.pop(0)
+            pending -= len(dropped.events)
             logger.error(
                 "dropped %d unwritten events of run %s: the store has been unavailable too long",
-                len(dropped.frames),
-                key[1],
+                len(dropped.events),
+                dropped.run_id,
             )
-
-
-def _batch(key: RunKey, pending: _Pending) -> EventBatch:
-    events = [frame[frame.index(_DATA) + len(_DATA) : -2] for frame in pending.frames]
-    return EventBatch(key[0], key[1], pending.seq_from, events)

@@ -7,6 +7,7 @@ runtime where nothing needs to survive the process.
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -55,8 +56,7 @@ class MemoryThreadStore:
     async def append_events(self, batches: list[EventBatch]) -> None:
         for batch in batches:
             stored = self._events.setdefault((batch.thread_id, batch.run_id), {})
-            for offset, event in enumerate(batch.events):
-                stored[batch.seq_from + offset] = event
+            stored.update(zip(itertools.count(batch.seq_from), batch.events))
 
     async def finish_run(self, end: RunEnd) -> None:
         if end.events is not None:

@@ -335,10 +335,14 @@ async def _append_messages(
 
 
 async def _insert_events(connection: asyncpg.Connection, batches: list[EventBatch]) -> None:
-    # Idempotent: a batch retried after a lost acknowledgement is not written twice.
+    # Idempotent: a batch retried after a lost acknowledgement is not written twice; and the
+    # events of a run deleted meanwhile (with its thread) are skipped, not an error that
+    # would fail the other runs' batches.
     await connection.executemany(
         "INSERT INTO run_events (thread_id, run_id, seq_from, seq_to, events)"
-        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        " SELECT $1, $2, $3, $4, $5"
+        " WHERE EXISTS (SELECT 1 FROM runs WHERE thread_id = $1 AND run_id = $2)"
+        " ON CONFLICT DO NOTHING",
         [
             (
                 batch.thread_id,

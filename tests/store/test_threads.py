@@ -114,6 +114,18 @@ async def test_events_are_read_back_from_any_sequence_number(store):
     assert await store.read_events("t", "r", 10) == []
 
 
+async def test_events_of_a_deleted_thread_do_not_fail_the_others(store):
+    await store.start_run(RunStart("kept", "r", "alice", "", [user("hi")]))
+    await store.start_run(RunStart("gone", "r", "alice", "", [user("hi")]))
+    await store.delete_thread("gone", "alice", ACTOR)
+    event = orjson.dumps({"type": "X"})
+    await store.append_events(
+        [EventBatch("gone", "r", 1, [event]), EventBatch("kept", "r", 1, [event])]
+    )
+    assert await store.read_events("kept", "r", 0) == [event]
+    assert await store.read_events("gone", "r", 0) == []
+
+
 async def test_listing_is_newest_first_paginated_and_per_owner(store):
     for number in range(5):
         await store.start_run(RunStart(f"t{number}", "r", "alice", f"title {number}", [user("x")]))
