@@ -51,6 +51,21 @@ class Settings(BaseSettings):
     llm_threads: int = Field(2, ge=1)  # embedded: llama.cpp threads
     llm_context: int = Field(4096, ge=512)  # embedded: context window in tokens
 
+    # Knowledge base: embeddings
+    embedder: Literal["embedded", "ollama", "openai"] = "embedded"
+    embed_url: str | None = None  # Ollama root, or an OpenAI-compatible /v1 base
+    embed_model: str | None = None  # embedded: all-minilm (the exported ONNX model)
+    embed_api_key: SecretStr | None = None
+    embed_batch_size: int = Field(64, ge=1, le=2048)  # texts per request to a server
+    embed_timeout: float = Field(30.0, gt=0)  # one batch's whole answer
+    embed_cache_entries: int = Field(10_000, ge=0)  # in-process cache; 0: none
+    embed_cache_ttl: float = Field(30 * 24 * 3600.0, gt=0)  # Redis cache entries live this long
+
+    # Shared infrastructure
+    redis_url: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("REDIS_URL", "redis_url")
+    )  # unset: in-process caches only
+
     # Agent
     system_prompt: str | None = None
     # Model <-> tool rounds per run; default 8, and 1 for the embedded model, which loops.
@@ -113,6 +128,10 @@ class Settings(BaseSettings):
             found.append(f"CITADEL_LLM={self.llm} needs CITADEL_LLM_URL")
         if self.llm in ("ollama", "openai") and not self.llm_model:
             found.append(f"CITADEL_LLM={self.llm} needs CITADEL_LLM_MODEL")
+        if self.embedder in ("ollama", "openai") and not (self.embed_url and self.embed_model):
+            found.append(
+                f"CITADEL_EMBEDDER={self.embedder} needs CITADEL_EMBED_URL and CITADEL_EMBED_MODEL"
+            )
         if self.auth == "clerk":
             found.append("CITADEL_AUTH=clerk is not available in this build; use off locally")
         if self.env == "production":

@@ -259,6 +259,19 @@ class ResilientHTTP:
             await guarded.aclose()
             await response.aclose()
 
+    async def post_json(
+        self, url: str, json: Any, *, describe_error: ErrorDescriber = _model_error
+    ) -> Any:
+        """POST ``json`` and return the decoded answer, with retries: for idempotent requests
+        whose whole answer must arrive within the first-byte timeout (embeddings)."""
+        _, body = await self._open(
+            self._request("POST", url, json), _whole_body, self.retry.attempts, describe_error
+        )
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise ModelError(f"{self.name}: {url} did not return JSON") from None
+
     async def get_json(self, url: str) -> Any:
         """One attempt, no retries: for health checks, which must answer quickly."""
         _, body = await self._open(self._request("GET", url), _whole_body, 1, _model_error)

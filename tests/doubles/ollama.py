@@ -20,6 +20,12 @@ kept in :attr:`OllamaDouble.requests`; clients that hang up before a reply ends 
 :attr:`OllamaDouble.disconnects` (await :meth:`OllamaDouble.wait_for_disconnects`). ``GET /``,
 ``GET /api/tags`` and ``POST /api/show`` describe the ``models`` given to the constructor;
 ``/api/chat`` does not check the model name, the script decides every answer.
+
+``POST /api/embed`` answers in Ollama's shape with stand-in vectors: unit vectors of
+``embed_dimensions`` seeded by each text's hash (the same text always gets the same vector;
+they carry no meaning). Bodies are kept in :attr:`OllamaDouble.embed_requests`; an unknown
+model is a 404 as in Ollama, and :attr:`OllamaDouble.embed_status` set to an error status makes
+every embed request fail with it.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ import asyncio
 import contextlib
 import hashlib
 import itertools
+import math
+import random
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -166,11 +174,15 @@ class OllamaDouble:
         *,
         models: Sequence[str] = (DEFAULT_MODEL,),
         capabilities: Sequence[str] = ("completion", "tools"),
+        embed_dimensions: int = 768,
     ) -> None:
         self.models = list(models)
         self.capabilities = list(capabilities)
         self.url = ""
         self.requests: list[dict[str, Any]] = []
+        self.embed_dimensions = embed_dimensions
+        self.embed_requests: list[dict[str, Any]] = []
+        self.embed_status = 200
         self.disconnects = 0
         self._replies: deque[ScriptedReply] = deque()
         self._closing = asyncio.Event()
@@ -182,6 +194,7 @@ class OllamaDouble:
                 Route("/api/tags", self._tags, methods=["GET"]),
                 Route("/api/show", self._show, methods=["POST"]),
                 Route("/api/chat", self._chat, methods=["POST"]),
+                Route("/api/embed", self._embed, methods=["POST"]),
             ]
         )
 
@@ -247,6 +260,32 @@ class OllamaDouble:
             body = reply.error_body or {"error": f"scripted HTTP {reply.status}"}
             return JSONResponse(dict(body), status_code=reply.status, headers=reply.headers)
         return _Replay(self, reply)
+
+    async def _embed(self, request: Request) -> Response:
+        body = await request.json()
+        self.embed_requests.append(body)
+        if self.embed_status != 200:
+            return JSONResponse({"error": "scripted failure"}, status_code=self.embed_status)
+        if not self._has(body.get("model", "")):
+            return JSONResponse({"error": f"model '{body.get('model')}' not found"}, 404)
+        texts = body.get("input", [])
+        texts = [texts] if isinstance(texts, str) else texts
+        return JSONResponse(
+            {
+                "model": body["model"],
+                "embeddings": [self._stand_in_vector(text) for text in texts],
+                "total_duration": 1000,
+                "load_duration": 0,
+                "prompt_eval_count": sum(len(text.split()) for text in texts),
+            }
+        )
+
+    def _stand_in_vector(self, text: str) -> list[float]:
+        seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+        rng = random.Random(seed)
+        vector = [rng.gauss(0, 1) for _ in range(self.embed_dimensions)]
+        norm = math.sqrt(sum(x * x for x in vector))
+        return [x / norm for x in vector]
 
     def _has(self, name: str) -> bool:
         return any(name in (m, m.removesuffix(":latest")) for m in self.models)

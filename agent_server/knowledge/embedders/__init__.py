@@ -1,0 +1,35 @@
+"""Embedders: the embedded ONNX model, Ollama, or any OpenAI-compatible server."""
+
+from __future__ import annotations
+
+from agent_server.config import Settings
+from agent_server.knowledge.embedders.base import Embedder
+
+
+def create_embedder(settings: Settings) -> Embedder:
+    """The embedder the settings name (not cached; see cache.CachedEmbedder)."""
+    if settings.embedder == "embedded":
+        from agent_server.knowledge.embedders.embedded import EmbeddedEmbedder
+
+        return EmbeddedEmbedder()
+    from agent_server.knowledge.embedders.http import OLLAMA, OPENAI, HTTPEmbedder
+    from agent_server.models.resilience import (
+        CircuitBreaker,
+        ResilientHTTP,
+        RetryPolicy,
+        Timeouts,
+    )
+
+    assert settings.embed_url and settings.embed_model  # Settings.problems() guarantees both
+    dialect = OLLAMA if settings.embedder == "ollama" else OPENAI
+    api_key = settings.embed_api_key.get_secret_value() if settings.embed_api_key else None
+    http = ResilientHTTP(
+        f"{dialect.provider} at {settings.embed_url}",
+        timeouts=Timeouts(connect=settings.llm_connect_timeout, first_byte=settings.embed_timeout),
+        retry=RetryPolicy(attempts=settings.llm_retries + 1),
+        breaker=CircuitBreaker(),
+        api_key=api_key,
+    )
+    return HTTPEmbedder(
+        dialect, settings.embed_url, settings.embed_model, http, settings.embed_batch_size
+    )
