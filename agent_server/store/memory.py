@@ -7,6 +7,7 @@ runtime where nothing needs to survive the process.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from agent_server.store.base import (
     ThreadRecord,
     ThreadSummary,
 )
+from agent_server.store.documents import DocumentRecord, IngestJob, JobStatus
 
 
 @dataclass
@@ -119,3 +121,41 @@ class MemoryThreadStore:
 
     async def check(self) -> None:
         return None  # always answers
+
+
+class MemoryDocumentStore:
+    """Knowledge-base documents and jobs in this process (CITADEL_STORE=memory)."""
+
+    def __init__(self) -> None:
+        self._documents: dict[tuple[str, str], DocumentRecord] = {}
+        self._jobs: dict[str, IngestJob] = {}
+
+    async def get_document(self, collection: str, document_id: str) -> DocumentRecord | None:
+        return self._documents.get((collection, document_id))
+
+    async def put_document(self, record: DocumentRecord, actor: Actor) -> None:
+        stamped = dataclasses.replace(record, updated_at=datetime.now(UTC))
+        self._documents[(record.collection, record.document_id)] = stamped
+
+    async def delete_document(
+        self, collection: str, document_id: str, actor: Actor
+    ) -> DocumentRecord | None:
+        return self._documents.pop((collection, document_id), None)
+
+    async def list_documents(self, collection: str) -> list[DocumentRecord]:
+        found = [record for key, record in self._documents.items() if key[0] == collection]
+        return sorted(found, key=lambda record: (record.source, record.document_id))
+
+    async def save_job(self, job: IngestJob) -> None:
+        now = datetime.now(UTC)
+        saved = copy.deepcopy(job)
+        saved.created_at = saved.created_at or now
+        if saved.status is not JobStatus.QUEUED:
+            saved.started_at = saved.started_at or now
+        if saved.status in (JobStatus.SUCCEEDED, JobStatus.PARTIAL, JobStatus.FAILED):
+            saved.finished_at = saved.finished_at or now
+        self._jobs[job.id] = saved
+
+    async def get_job(self, job_id: str) -> IngestJob | None:
+        job = self._jobs.get(job_id)
+        return copy.deepcopy(job) if job is not None else None

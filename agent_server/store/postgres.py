@@ -7,13 +7,15 @@ to the server as session settings; tests isolate themselves by schema that way.
 
 from __future__ import annotations
 
+import contextlib
 import urllib.parse
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import orjson
 
-from agent_server.store.base import StorageUnavailable
+from agent_server.store.base import Actor, StorageUnavailable
 
 
 class DatabaseUnavailable(StorageUnavailable):
@@ -100,3 +102,43 @@ def _explain(url: str, error: BaseException) -> str:
     else:
         hint = "check DATABASE_URL and the server's log"
     return f"cannot use Postgres at {redact(url)}: {detail} ({hint})"
+
+
+# Errors and audit shared by the stores ------------------------------------------------------
+
+CONNECTION_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.QueryCanceledError,
+)
+
+
+@contextlib.asynccontextmanager
+async def db_errors() -> AsyncIterator[None]:
+    """Database trouble as :class:`StorageUnavailable`, the one error callers handle."""
+    try:
+        yield
+    except CONNECTION_ERRORS as error:
+        raise StorageUnavailable(f"the database is unavailable: {error}") from error
+
+
+async def audit(
+    connection: asyncpg.Connection,
+    actor: Actor,
+    action: str,
+    thread_id: str | None,
+    details: dict[str, Any],
+) -> None:
+    """One audit-log row, in the caller's transaction: the change and its record commit together."""
+    await connection.execute(
+        "INSERT INTO audit_log (actor, action, thread_id, details, remote_addr)"
+        " VALUES ($1, $2, $3, $4, $5)",
+        actor.user_id,
+        action,
+        thread_id,
+        details,
+        actor.remote_addr,
+    )

@@ -17,10 +17,8 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 import psutil
@@ -34,33 +32,15 @@ from agent_server.store.base import (
     RunRecord,
     RunStart,
     RunStatus,
-    StorageUnavailable,
     ThreadRecord,
     ThreadSummary,
 )
+from agent_server.store.postgres import CONNECTION_ERRORS, audit, db_errors
 
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 5.0  # seconds between a worker's heartbeats
 WORKER_LEASE = 30.0  # a worker on another host silent this long is considered dead
-
-_CONNECTION_ERRORS = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.QueryCanceledError,
-)
-
-
-@contextlib.asynccontextmanager
-async def _translated() -> AsyncIterator[None]:
-    """Database trouble as :class:`StorageUnavailable`, the one error callers handle."""
-    try:
-        yield
-    except _CONNECTION_ERRORS as error:
-        raise StorageUnavailable(f"the database is unavailable: {error}") from error
 
 
 class PostgresThreadStore:
@@ -74,7 +54,7 @@ class PostgresThreadStore:
 
     async def start(self) -> None:
         """Register this worker, recover runs of dead ones, and keep the lease fresh."""
-        async with _translated():
+        async with db_errors():
             await self._pool.execute(
                 "INSERT INTO workers (id, host, pid) VALUES ($1, $2, $3)",
                 self.worker_id,
@@ -91,7 +71,7 @@ class PostgresThreadStore:
             self._maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._maintenance
-        with contextlib.suppress(*_CONNECTION_ERRORS):
+        with contextlib.suppress(*CONNECTION_ERRORS):
             await self._pool.execute("DELETE FROM workers WHERE id = $1", self.worker_id)
 
     async def _maintain(self) -> None:
@@ -106,15 +86,15 @@ class PostgresThreadStore:
                 await self.recover()
                 if beats % 720 == 0:  # hourly
                     await self._expire_events()
-            except _CONNECTION_ERRORS as error:
+            except CONNECTION_ERRORS as error:
                 logger.warning("store maintenance skipped: %s", error)
 
     async def check(self) -> None:
-        async with _translated():
+        async with db_errors():
             await self._pool.fetchval("SELECT 1")
 
     async def recover(self) -> int:
-        async with _translated(), self._pool.acquire() as connection:
+        async with db_errors(), self._pool.acquire() as connection:
             workers = await connection.fetch(
                 "SELECT id, host, pid, started_at,"
                 " heartbeat_at < now() - make_interval(secs => $1) AS silent FROM workers",
@@ -142,7 +122,7 @@ class PostgresThreadStore:
     # Threads ---------------------------------------------------------------------------------
 
     async def load(self, thread_id: str) -> ThreadRecord | None:
-        async with _translated():
+        async with db_errors():
             row = await self._pool.fetchrow(
                 "SELECT owner, title, state, pending_interrupts,"
                 " coalesce((SELECT jsonb_agg(body ORDER BY position) FROM messages"
@@ -164,7 +144,7 @@ class PostgresThreadStore:
     async def list_threads(
         self, owner: str, limit: int, before: tuple[datetime, str] | None
     ) -> list[ThreadSummary]:
-        async with _translated():
+        async with db_errors():
             rows = await self._pool.fetch(
                 "SELECT id, title, message_count, created_at, updated_at FROM threads"
                 " WHERE owner = $1 AND ($2::timestamptz IS NULL OR (updated_at, id) < ($2, $3))"
@@ -177,7 +157,11 @@ class PostgresThreadStore:
         return [ThreadSummary(*row) for row in rows]
 
     async def rename_thread(self, thread_id: str, owner: str, title: str, actor: Actor) -> bool:
-        async with _translated(), self._pool.acquire() as connection, connection.transaction():
+        async with (
+            db_errors(),
+            self._pool.acquire() as connection,
+            connection.transaction(),
+        ):
             result = await connection.execute(
                 "UPDATE threads SET title = $3, updated_at = now() WHERE id = $1 AND owner = $2",
                 thread_id,
@@ -186,13 +170,17 @@ class PostgresThreadStore:
             )
             if result != "UPDATE 1":
                 return False
-            await _audit(connection, actor, "thread.rename", thread_id, {"title": title})
+            await audit(connection, actor, "thread.rename", thread_id, {"title": title})
         return True
 
     async def delete_thread(self, thread_id: str, owner: str, actor: Actor) -> bool:
         """Messages, runs and events go with the thread (ON DELETE CASCADE); the audit
         entry stays."""
-        async with _translated(), self._pool.acquire() as connection, connection.transaction():
+        async with (
+            db_errors(),
+            self._pool.acquire() as connection,
+            connection.transaction(),
+        ):
             row = await connection.fetchrow(
                 "DELETE FROM threads WHERE id = $1 AND owner = $2 RETURNING message_count",
                 thread_id,
@@ -200,7 +188,7 @@ class PostgresThreadStore:
             )
             if row is None:
                 return False
-            await _audit(
+            await audit(
                 connection, actor, "thread.delete", thread_id, {"messages": row["message_count"]}
             )
         return True
@@ -208,7 +196,11 @@ class PostgresThreadStore:
     # Runs ------------------------------------------------------------------------------------
 
     async def start_run(self, start: RunStart) -> None:
-        async with _translated(), self._pool.acquire() as connection, connection.transaction():
+        async with (
+            db_errors(),
+            self._pool.acquire() as connection,
+            connection.transaction(),
+        ):
             await connection.execute(
                 "INSERT INTO threads (id, owner, title) VALUES ($1, $2, $3)"
                 " ON CONFLICT (id) DO NOTHING",
@@ -231,13 +223,17 @@ class PostgresThreadStore:
             )
 
     async def append_events(self, batches: list[EventBatch]) -> None:
-        async with _translated(), self._pool.acquire() as connection:
+        async with db_errors(), self._pool.acquire() as connection:
             await _insert_events(connection, batches)
 
     async def finish_run(self, end: RunEnd) -> None:
         input_tokens = sum(entry.get("inputTokens", 0) for entry in end.usage) or None
         output_tokens = sum(entry.get("outputTokens", 0) for entry in end.usage) or None
-        async with _translated(), self._pool.acquire() as connection, connection.transaction():
+        async with (
+            db_errors(),
+            self._pool.acquire() as connection,
+            connection.transaction(),
+        ):
             status = await connection.fetchval(
                 "SELECT status FROM runs WHERE thread_id = $1 AND run_id = $2 FOR UPDATE",
                 end.thread_id,
@@ -272,7 +268,7 @@ class PostgresThreadStore:
             )
 
     async def get_run(self, thread_id: str, run_id: str) -> RunRecord | None:
-        async with _translated():
+        async with db_errors():
             row = await self._pool.fetchrow(
                 "SELECT owner, status, last_seq FROM runs WHERE thread_id = $1 AND run_id = $2",
                 thread_id,
@@ -283,7 +279,7 @@ class PostgresThreadStore:
         return RunRecord(thread_id, run_id, row["owner"], RunStatus(row["status"]), row["last_seq"])
 
     async def read_events(self, thread_id: str, run_id: str, after_seq: int) -> list[bytes]:
-        async with _translated():
+        async with db_errors():
             rows = await self._pool.fetch(
                 "SELECT seq_from, events FROM run_events"
                 " WHERE thread_id = $1 AND run_id = $2 AND seq_to > $3 ORDER BY seq_from",
@@ -354,22 +350,4 @@ async def _insert_events(connection: asyncpg.Connection, batches: list[EventBatc
             for batch in batches
             if batch.events
         ],
-    )
-
-
-async def _audit(
-    connection: asyncpg.Connection,
-    actor: Actor,
-    action: str,
-    thread_id: str | None,
-    details: dict[str, Any],
-) -> None:
-    await connection.execute(
-        "INSERT INTO audit_log (actor, action, thread_id, details, remote_addr)"
-        " VALUES ($1, $2, $3, $4, $5)",
-        actor.user_id,
-        action,
-        thread_id,
-        details,
-        actor.remote_addr,
     )
