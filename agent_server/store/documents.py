@@ -26,6 +26,7 @@ class DocumentRecord:
     content_hash: str
     size_bytes: int
     chunk_ids: tuple[str, ...]
+    tags: tuple[str, ...] = ()
     updated_at: datetime | None = None  # set by the store
 
 

@@ -14,7 +14,7 @@ from agent_server.store.postgres import audit, db_errors
 
 _DOCUMENT_COLUMNS = (
     "collection, document_id, knowledge_base, source, title, content_hash, size_bytes,"
-    " chunk_ids, updated_at"
+    " chunk_ids, tags, updated_at"
 )
 
 
@@ -36,9 +36,11 @@ class PostgresDocumentStore:
         async with db_errors(), self._pool.acquire() as connection, connection.transaction():
             await connection.execute(
                 "INSERT INTO kb_documents (collection, document_id, knowledge_base, source, title,"
-                " content_hash, size_bytes, chunk_ids) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                " content_hash, size_bytes, chunk_ids, tags)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
                 " ON CONFLICT (collection, document_id) DO UPDATE SET source = $4, title = $5,"
-                " content_hash = $6, size_bytes = $7, chunk_ids = $8, updated_at = now()",
+                " content_hash = $6, size_bytes = $7, chunk_ids = $8, tags = $9,"
+                " updated_at = now()",
                 record.collection,
                 record.document_id,
                 record.knowledge_base,
@@ -47,6 +49,7 @@ class PostgresDocumentStore:
                 record.content_hash,
                 record.size_bytes,
                 list(record.chunk_ids),
+                list(record.tags),
             )
             await audit(connection, actor, "document.ingest", None, _details(record))
 
@@ -134,6 +137,7 @@ def _document(row: asyncpg.Record) -> DocumentRecord:
         content_hash=row["content_hash"],
         size_bytes=row["size_bytes"],
         chunk_ids=tuple(row["chunk_ids"]),
+        tags=tuple(row["tags"]),
         updated_at=row["updated_at"],
     )
 

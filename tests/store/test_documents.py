@@ -3,6 +3,7 @@ in-memory store behave alike."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 
@@ -62,11 +63,14 @@ async def test_documents_are_stored_replaced_listed_and_deleted(documents):
     stored = await documents.get_document("docs__all-minilm", "intro")
     assert stored is not None and stored.chunk_ids == tuple(first) and stored.updated_at
 
-    await documents.put_document(record("intro", ("x", "y"), content_hash="h2"), ACTOR)
+    changed = dataclasses.replace(record("intro", ("x", "y"), "h2"), tags=("guide", "api"))
+    await documents.put_document(changed, ACTOR)
     replaced = await documents.get_document("docs__all-minilm", "intro")
-    assert replaced is not None and (replaced.content_hash, replaced.chunk_ids) == (
+    assert replaced is not None
+    assert (replaced.content_hash, replaced.chunk_ids, replaced.tags) == (
         "h2",
         ("x", "y"),
+        ("guide", "api"),
     )
     listed = await documents.list_documents("docs__all-minilm")
     assert [item.source for item in listed] == ["api.md", "intro.md"]

@@ -11,6 +11,7 @@ CREATE TABLE kb_documents (
     source         text NOT NULL,
     title          text NOT NULL DEFAULT '',
     content_hash   text NOT NULL,
+    tags           text[] NOT NULL DEFAULT '{}',
     size_bytes     bigint NOT NULL,
     chunk_ids      text[] NOT NULL,
     created_at     timestamptz NOT NULL DEFAULT now(),
