@@ -11,9 +11,15 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from agent_server.api import agui, health, threads
-from agent_server.api.http import http_error_handler, input_error_handler, storage_error_handler
+from agent_server.api import agui, health, openai_compat, rag, threads
+from agent_server.api.http import (
+    http_error_handler,
+    input_error_handler,
+    retrieval_error_handler,
+    storage_error_handler,
+)
 from agent_server.config import ConfigError, Settings
+from agent_server.knowledge.errors import RetrievalUnavailable
 from agent_server.models import create_chat_model
 from agent_server.models.base import ChatModel
 from agent_server.services import build_tools, start_services
@@ -29,12 +35,12 @@ def create_app(settings: Settings | None = None, *, model: ChatModel | None = No
     problems = settings.problems()
     if problems:
         raise ConfigError("; ".join(problems))
-    tools = build_tools(settings)
+    build_tools(settings)  # a configuration error stops us here, before the lifespan
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         chat_model = model or create_chat_model(settings)
-        services = await start_services(settings, chat_model, tools)
+        services = await start_services(settings, chat_model)
         app.state.services = services
         if settings.auth == "off":
             logger.warning("authentication is OFF: every request acts as the local user")
@@ -55,11 +61,18 @@ def create_app(settings: Settings | None = None, *, model: ChatModel | None = No
             )
         )
     return Starlette(
-        routes=[*agui.routes, *threads.routes, *health.routes],
+        routes=[
+            *agui.routes,
+            *threads.routes,
+            *rag.routes,
+            *openai_compat.routes,
+            *health.routes,
+        ],
         middleware=middleware,
         exception_handlers={
             InputError: input_error_handler,
             StorageUnavailable: storage_error_handler,
+            RetrievalUnavailable: retrieval_error_handler,
             HTTPException: http_error_handler,
         },
         lifespan=lifespan,

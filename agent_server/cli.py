@@ -1,5 +1,5 @@
-"""``citadel``: serve, chat with a running server, check the setup, manage the database,
-verify a recorded stream."""
+"""``citadel``: serve, chat with a running server, check the setup, ingest documents, manage
+the database, verify a recorded stream."""
 
 from __future__ import annotations
 
@@ -32,6 +32,14 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("doctor", help="check the configuration and every configured backend")
 
+    ingest = commands.add_parser("ingest", help="add files or folders to the knowledge base")
+    ingest.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    ingest.add_argument("--kb", help="the knowledge base (default: CITADEL_KNOWLEDGE_BASE)")
+    ingest.add_argument("--tag", action="append", default=[], help="tag every document")
+    ingest.add_argument(
+        "--prune", action="store_true", help="delete documents no longer under the paths"
+    )
+
     db = commands.add_parser("db", help="the database schema")
     db.add_argument("action", choices=["upgrade", "status"])
 
@@ -51,6 +59,14 @@ def main(argv: list[str] | None = None) -> int:
             from agent_server.doctor import run_doctor
 
             return asyncio.run(run_doctor())
+        if args.command == "ingest":
+            from agent_server.ingest_cli import run_ingest
+
+            return asyncio.run(
+                run_ingest(
+                    args.paths, Settings(), knowledge_base=args.kb, tags=args.tag, prune=args.prune
+                )
+            )
         if args.command == "db":
             from agent_server.db_cli import run_db_command
 

@@ -61,6 +61,19 @@ class Settings(BaseSettings):
     embed_cache_entries: int = Field(10_000, ge=0)  # in-process cache; 0: none
     embed_cache_ttl: float = Field(30 * 24 * 3600.0, gt=0)  # Redis cache entries live this long
 
+    # Knowledge base: documents and retrieval
+    knowledge_base: str = "docs"  # the base the agent's tools search and add to
+    demo_docs: Path | None = Path("docs")  # ingested into an empty knowledge base at start
+    retrieval: Literal["auto", "always", "off"] | None = None  # default: always for embedded
+    chunk_size: int = Field(800, ge=100, le=8000)  # characters of text per chunk
+    chunk_overlap: int = Field(100, ge=0)
+    max_file_bytes: int = Field(32 * 1024 * 1024, ge=1024)  # one ingested file
+    max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024)  # one POST /rag/ingest
+    qdrant_url: str | None = Field(None, validation_alias=AliasChoices("QDRANT_URL", "qdrant_url"))
+    qdrant_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("QDRANT_API_KEY", "qdrant_api_key")
+    )
+
     # Shared infrastructure
     redis_url: SecretStr | None = Field(
         None, validation_alias=AliasChoices("REDIS_URL", "redis_url")
@@ -103,6 +116,11 @@ class Settings(BaseSettings):
     auth: Literal["off", "clerk"] = "off"
     cors_origins: Annotated[list[str], NoDecode] = []
 
+    @field_validator("demo_docs", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
     @field_validator("approval_tools", "cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
@@ -132,6 +150,8 @@ class Settings(BaseSettings):
             found.append(
                 f"CITADEL_EMBEDDER={self.embedder} needs CITADEL_EMBED_URL and CITADEL_EMBED_MODEL"
             )
+        if self.chunk_overlap >= self.chunk_size:
+            found.append("CITADEL_CHUNK_OVERLAP must be smaller than CITADEL_CHUNK_SIZE")
         if self.auth == "clerk":
             found.append("CITADEL_AUTH=clerk is not available in this build; use off locally")
         if self.env == "production":

@@ -12,14 +12,26 @@ from starlette.requests import HTTPConnection
 from agent_server import __version__
 from agent_server.auth.principals import LOCAL_USER, Principal
 from agent_server.config import ConfigError, Settings
+from agent_server.knowledge.embedders import create_embedder
+from agent_server.knowledge.embedders.base import Embedder
+from agent_server.knowledge.embedders.cache import CachedEmbedder
+from agent_server.knowledge.ingest import IngestJobs, files_under
+from agent_server.knowledge.library import ChunkingSettings, KnowledgeBase
 from agent_server.models.base import ChatModel
 from agent_server.runs.manager import RunLimits, RunManager
 from agent_server.runs.writer import EventWriter
 from agent_server.runtime.builtin_tools import BUILTIN_TOOLS
+from agent_server.runtime.knowledge_tools import (
+    CITATION_PROMPT,
+    KNOWLEDGE_TOOL_NAMES,
+    SEARCH_TOOL,
+    knowledge_tools,
+)
 from agent_server.runtime.loop import DEFAULT_SYSTEM_PROMPT, Agent, AgentSettings
 from agent_server.runtime.tools import ToolRegistry
-from agent_server.store.base import ThreadStore
-from agent_server.store.memory import MemoryThreadStore
+from agent_server.store.base import Actor, ThreadStore
+from agent_server.store.documents import DocumentStore
+from agent_server.store.memory import MemoryDocumentStore, MemoryThreadStore
 from protocol.input import InputLimits
 
 logger = logging.getLogger("citadel")
@@ -32,6 +44,9 @@ class Services:
     settings: Settings
     model: ChatModel
     store: ThreadStore
+    embedder: Embedder
+    knowledge: KnowledgeBase | None  # None: CITADEL_RETRIEVAL=off
+    ingest_jobs: IngestJobs | None
     agent: Agent
     runs: RunManager
     tools: ToolRegistry
@@ -81,11 +96,25 @@ class Services:
         }
 
 
-def build_tools(settings: Settings) -> ToolRegistry:
-    try:
-        return ToolRegistry(BUILTIN_TOOLS).requiring_approval(settings.approval_tools)
-    except ValueError as error:
-        raise ConfigError(f"CITADEL_APPROVAL_TOOLS: {error}") from None
+def build_tools(settings: Settings, knowledge: KnowledgeBase | None = None) -> ToolRegistry:
+    """The backend tools: the built-in ones, and the knowledge base's when it is on. Without
+    ``knowledge`` it only checks the configuration (approvals of known tool names)."""
+    tools = [*BUILTIN_TOOLS]
+    if knowledge is not None:
+        tools += knowledge_tools(knowledge, settings.knowledge_base)
+    names = {tool.name for tool in BUILTIN_TOOLS} | set(KNOWLEDGE_TOOL_NAMES)
+    unknown = sorted(set(settings.approval_tools) - names)
+    if unknown:
+        raise ConfigError(
+            f"CITADEL_APPROVAL_TOOLS: approval configured for unknown tools: {', '.join(unknown)}"
+        )
+    present = {tool.name for tool in tools}
+    return ToolRegistry(tools).requiring_approval(set(settings.approval_tools) & present)
+
+
+def retrieval_policy(settings: Settings, model: ChatModel) -> str:
+    # Small in-process models do not decide well when to search: search before every answer.
+    return settings.retrieval or ("always" if model.provider == "embedded" else "auto")
 
 
 def default_tool_rounds(model: ChatModel) -> int:
@@ -93,28 +122,40 @@ def default_tool_rounds(model: ChatModel) -> int:
     return 1 if model.provider == "embedded" else 8
 
 
-async def start_services(settings: Settings, model: ChatModel, tools: ToolRegistry) -> Services:
-    """Open the store (starting an embedded Postgres if no URL is set), then everything that
-    runs on it. The model is the caller's; it is closed with the services."""
+async def start_services(settings: Settings, model: ChatModel) -> Services:
+    """Open the stores (starting an embedded Postgres if no URL is set), the knowledge base,
+    then everything that runs on them. The model is the caller's; it is closed with the
+    services."""
     resources = contextlib.AsyncExitStack()
     try:
         resources.push_async_callback(model.aclose)
-        store = await _open_store(settings, resources)
+        store, documents = await _open_stores(settings, resources)
         writer = EventWriter(store, interval=settings.event_flush_interval)
         writer.start()
         resources.push_async_callback(writer.close)
+        embedder = await open_embedder(settings, resources)
+        policy = retrieval_policy(settings, model)
+        knowledge = jobs = None
+        if policy != "off":
+            knowledge = await open_knowledge(settings, embedder, documents, resources)
+            jobs = IngestJobs(knowledge, documents)
+            resources.push_async_callback(jobs.aclose)
+            await _seed_demo_docs(settings, knowledge, jobs)
+        tools = build_tools(settings, knowledge)
     except BaseException:
         await resources.aclose()
         raise
+    prompt = settings.system_prompt or DEFAULT_SYSTEM_PROMPT
     agent = Agent(
         model,
         tools,
         store,
         AgentSettings(
-            system_prompt=settings.system_prompt or DEFAULT_SYSTEM_PROMPT,
+            system_prompt=f"{prompt}\n\n{CITATION_PROMPT}" if knowledge else prompt,
             max_tool_rounds=settings.max_tool_rounds or default_tool_rounds(model),
             max_tokens=settings.llm_max_tokens,
             temperature=settings.llm_temperature,
+            retrieve_first=SEARCH_TOOL if policy == "always" else None,
         ),
     )
     runs = RunManager(
@@ -129,17 +170,86 @@ async def start_services(settings: Settings, model: ChatModel, tools: ToolRegist
         ),
     )
     limits = InputLimits(max_messages=settings.max_messages, max_tools=settings.max_tools)
-    return Services(settings, model, store, agent, runs, tools, limits, resources)
+    return Services(
+        settings, model, store, embedder, knowledge, jobs, agent, runs, tools, limits, resources
+    )
 
 
-async def _open_store(settings: Settings, resources: contextlib.AsyncExitStack) -> ThreadStore:
+async def _seed_demo_docs(settings: Settings, knowledge: KnowledgeBase, jobs: IngestJobs) -> None:
+    """A new knowledge base starts with Citadel's own docs, ingested in the background, so a
+    newcomer can ask about Citadel at once. A base that has documents is left as it is."""
+    folder = settings.demo_docs
+    if folder is None or not folder.is_dir():
+        return
+    collection = knowledge.collection(settings.knowledge_base)
+    if await knowledge.documents.list_documents(collection):
+        return
+    job = await jobs.submit(settings.knowledge_base, files_under([folder]), Actor("citadel"))
+    logger.info("ingesting the demo knowledge base from %s (job %s)", folder, job.id)
+
+
+async def open_knowledge(
+    settings: Settings,
+    embedder: Embedder,
+    documents: DocumentStore,
+    resources: contextlib.AsyncExitStack,
+) -> KnowledgeBase:
+    from agent_server.knowledge.vectors import open_vector_store
+
+    api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+    vectors = open_vector_store(settings.qdrant_url, api_key, settings.data_dir)
+    resources.push_async_callback(vectors.aclose)
+    return KnowledgeBase(
+        embedder,
+        vectors,
+        documents,
+        ChunkingSettings(settings.chunk_size, settings.chunk_overlap, settings.max_file_bytes),
+    )
+
+
+async def open_embedder(settings: Settings, resources: contextlib.AsyncExitStack) -> Embedder:
+    """The configured embedder behind the embedding cache (shared through Redis if set).
+    Nothing is loaded or connected yet: an embedder that cannot serve fails its requests
+    with ``retrieval_unavailable``, and chat goes on without it."""
+    embedder = create_embedder(settings)
+    resources.push_async_callback(embedder.aclose)
+    redis_client = None
+    if settings.redis_url is not None:
+        import redis.asyncio as redis
+
+        redis_client = redis.from_url(
+            settings.redis_url.get_secret_value(), socket_timeout=0.5, socket_connect_timeout=0.5
+        )
+        resources.push_async_callback(redis_client.aclose)
+    return CachedEmbedder(
+        embedder,
+        memory_entries=settings.embed_cache_entries,
+        redis_client=redis_client,
+        ttl=settings.embed_cache_ttl,
+    )
+
+
+async def _open_stores(
+    settings: Settings, resources: contextlib.AsyncExitStack
+) -> tuple[ThreadStore, DocumentStore]:
     if settings.store == "memory":
         logger.warning("CITADEL_STORE=memory: threads are lost when the process stops")
-        return MemoryThreadStore()
+        return MemoryThreadStore(), MemoryDocumentStore()
+    from agent_server.store.postgres_documents import PostgresDocumentStore
+    from agent_server.store.postgres_threads import PostgresThreadStore
+
+    pool = await open_database(settings, resources)
+    store = PostgresThreadStore(pool, event_retention=settings.event_retention)
+    await store.start()
+    resources.push_async_callback(store.close)
+    return store, PostgresDocumentStore(pool)
+
+
+async def open_database(settings: Settings, resources: contextlib.AsyncExitStack) -> Any:
+    """A pool on the configured database (the embedded one if no URL is set), migrated."""
     from agent_server.store.embedded import database_url
     from agent_server.store.migrations import upgrade
     from agent_server.store.postgres import open_pool
-    from agent_server.store.postgres_threads import PostgresThreadStore
 
     url = await resources.enter_async_context(database_url(settings))
     pool = await open_pool(
@@ -151,7 +261,4 @@ async def _open_store(settings: Settings, resources: contextlib.AsyncExitStack) 
     )
     resources.push_async_callback(pool.close)
     await upgrade(pool)
-    store = PostgresThreadStore(pool, event_retention=settings.event_retention)
-    await store.start()
-    resources.push_async_callback(store.close)
-    return store
+    return pool

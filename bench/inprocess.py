@@ -12,7 +12,7 @@ import time
 from agent_server.cli import tune_garbage_collector
 from agent_server.config import Settings
 from agent_server.runs.manager import following
-from agent_server.services import build_tools, start_services
+from agent_server.services import start_services
 from bench.client import new_loop
 from bench.scripted import ScriptedModel
 from protocol.input import parse_run_input
@@ -24,8 +24,8 @@ REPETITIONS = 5
 
 async def cpu_per_event(script: str) -> float:
     """Best-of-N CPU microseconds per event for one answer of ``DELTAS`` deltas."""
-    settings = Settings(llm="embedded", auth="off", store="memory")
-    services = await start_services(settings, ScriptedModel(), build_tools(settings))
+    settings = Settings(llm="embedded", auth="off", store="memory", retrieval="off")
+    services = await start_services(settings, ScriptedModel())
     best = float("inf")
     for repetition in range(REPETITIONS):
         body = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,11 +21,15 @@ from tests.support.servers import serve
 
 @contextlib.asynccontextmanager
 async def citadel(model: ChatModel, **settings: Any) -> AsyncIterator[str]:
-    """A real Citadel server on 127.0.0.1 with ``model`` and a fresh schema of the local
-    Postgres (unless the settings say otherwise); yields its base URL."""
+    """A real Citadel server on 127.0.0.1 with ``model``, a fresh schema of the local Postgres
+    and a fresh data directory (unless the settings say otherwise); yields its base URL. The
+    demo docs are not ingested unless ``demo_docs`` is given."""
     async with contextlib.AsyncExitStack() as stack:
         if settings.get("store") != "memory" and "database_url" not in settings:
             settings["database_url"] = await stack.enter_async_context(isolated_database_url())
+        if "data_dir" not in settings:
+            settings["data_dir"] = stack.enter_context(tempfile.TemporaryDirectory())
+        settings.setdefault("demo_docs", None)
         yield await stack.enter_async_context(serve(create_app(Settings(**settings), model=model)))
 
 

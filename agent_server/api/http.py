@@ -48,6 +48,11 @@ async def storage_error_handler(request: Request, error: Exception) -> Response:
     )
 
 
+async def retrieval_error_handler(request: Request, error: Exception) -> Response:
+    logger.error("%s %s: %s", request.method, request.url.path, error)
+    return error_response(503, "retrieval_unavailable", str(error), {"Retry-After": "5"})
+
+
 async def http_error_handler(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")

@@ -485,7 +485,9 @@ def _decision_grammar(tools: Sequence[ToolSpec], no_tool: str | None) -> LlamaGr
 
 
 def grammar_schema(schema: Any) -> Any:
-    """``schema`` with a maxLength on every string without one (and no enum, const, pattern)."""
+    """``schema`` with every string's maxLength at most ``_STRING_MAX_LENGTH`` (set where
+    there is no enum, const or pattern): llama.cpp expands ``x{0,n}`` into n grammar rules,
+    and sampling under a grammar of a 100,000-character string overflows its stack."""
     if isinstance(schema, list):
         return [grammar_schema(item) for item in schema]
     if not isinstance(schema, Mapping):
@@ -494,9 +496,9 @@ def grammar_schema(schema: Any) -> Any:
         key: value if key in ("enum", "const", "default", "examples") else grammar_schema(value)
         for key, value in schema.items()
     }
-    free = not {"maxLength", "enum", "const", "pattern"} & bounded.keys()
+    free = not {"enum", "const", "pattern"} & bounded.keys()
     if bounded.get("type") == "string" and free:
-        bounded["maxLength"] = _STRING_MAX_LENGTH
+        bounded["maxLength"] = min(bounded.get("maxLength", _STRING_MAX_LENGTH), _STRING_MAX_LENGTH)
     return bounded
 
 

@@ -34,7 +34,7 @@ from agent_server.models.base import (
     Usage,
 )
 from agent_server.runtime.history import Message, merge_history
-from agent_server.runtime.prompt import chat_messages, system_prompt
+from agent_server.runtime.prompt import chat_messages, system_prompt, user_text
 from agent_server.runtime.state import SharedState
 from agent_server.runtime.tools import BackendTool, ToolContext, ToolRegistry
 from agent_server.store.base import (
@@ -69,6 +69,9 @@ class AgentSettings:
     max_tool_rounds: int = 8
     max_tokens: int | None = None
     temperature: float | None = None
+    # The tool the runtime calls itself, with the user's words, before the model answers a
+    # new question (the "always" retrieval policy); None: the model decides ("auto").
+    retrieve_first: str | None = None
 
 
 def new_id(prefix: str) -> str:
@@ -317,6 +320,10 @@ class Agent:
                 for pending, answer in prepared.answers:
                     async for event in self._answer_interrupt(prepared, pending, answer):
                         yield event
+            searched = False
+            async for event in self._retrieve_first(prepared):
+                searched = True
+                yield event
             last_round = self.settings.max_tool_rounds
             for round_number in range(last_round + 1):
                 # Out of rounds: the model must answer with what it has.
@@ -324,7 +331,10 @@ class Agent:
                 turn = _Turn()
                 yield events.step_started("model")
                 # aclosing: however this generator ends, the backend's stream closes at once.
-                request = self._request(prepared, choice)
+                # The model has the search results: it is not offered the same search again.
+                request = self._request(
+                    prepared, choice, without=self.settings.retrieve_first if searched else None
+                )
                 async with contextlib.aclosing(self.model.stream(request)) as deltas:
                     async for delta in deltas:
                         if isinstance(delta, Usage):
@@ -353,6 +363,25 @@ class Agent:
             usage=self._usage(prepared),
         )
 
+    async def _retrieve_first(self, prepared: PreparedRun) -> AsyncIterator[Event]:
+        """Search before the model answers a new question: a call of the retrieval tool
+        with the question as query, streamed like one the model made."""
+        tool_name = self.settings.retrieve_first
+        messages = prepared.transcript.messages
+        if tool_name not in self.tools or not messages or messages[-1]["role"] != "user":
+            return
+        question = user_text(messages[-1]["content"]).strip()
+        if not question:
+            return
+        turn = _Turn()
+        arguments = orjson.dumps({"query": question[:1000]}).decode()
+        for event in turn.feed(ToolCallDelta(0, name=tool_name, arguments=arguments)):
+            yield event
+        for event in turn.close():
+            yield event
+        async for event in self._dispatch(prepared, turn.calls):
+            yield event
+
     async def _dispatch(
         self, prepared: PreparedRun, calls: list[_ToolCall]
     ) -> AsyncIterator[Event]:
@@ -374,12 +403,14 @@ class Agent:
                 async for event in self._execute(prepared, tool, call.id, call.arguments):
                     yield event
 
-    def _request(self, prepared: PreparedRun, choice: ToolChoice) -> ChatRequest:
+    def _request(
+        self, prepared: PreparedRun, choice: ToolChoice, without: str | None = None
+    ) -> ChatRequest:
         input = prepared.input
         system = system_prompt(self.settings.system_prompt, input.context, prepared.state.value, ())
         tools: list[ToolSpec] = []
         if choice != "none":
-            tools = [tool.spec for tool in self.tools]
+            tools = [tool.spec for tool in self.tools if tool.name != without]
             tools += [
                 ToolSpec(tool.name, tool.description, tool.parameters or {"type": "object"})
                 for tool in prepared.frontend_tools.values()
@@ -397,7 +428,9 @@ class Agent:
     ) -> AsyncIterator[Event]:
         step = f"tool:{tool.name}"
         yield events.step_started(step)
-        context = ToolContext(prepared.thread_id, prepared.run_id, prepared.state.working)
+        context = ToolContext(
+            prepared.thread_id, prepared.run_id, prepared.state.working, prepared.record.owner
+        )
         result = await tool.invoke(arguments, context)
         prepared.state.working = context.state
         yield events.tool_call_result(new_id("msg"), call_id, result)

@@ -39,7 +39,7 @@ def chat_messages(system: str, messages: Sequence[dict[str, Any]]) -> list[ChatM
         if role in ("system", "developer"):
             instructions.append(message["content"])
         elif role == "user":
-            conversation.append(ChatMessage("user", _text(message["content"])))
+            conversation.append(ChatMessage("user", user_text(message["content"])))
         elif role == "assistant":
             calls = tuple(
                 ToolCallRequest(call["id"], call["function"]["name"], call["function"]["arguments"])
@@ -55,7 +55,7 @@ def chat_messages(system: str, messages: Sequence[dict[str, Any]]) -> list[ChatM
             conversation.append(
                 ChatMessage(
                     "tool",
-                    _text(message["content"]),
+                    user_text(message["content"]),
                     tool_call_id=call_id,
                     tool_name=tool_names[call_id],
                 )
@@ -86,7 +86,8 @@ def _placeholder(call: ToolCallRequest) -> ChatMessage:
     return ChatMessage("tool", UNANSWERED_TOOL_CALL, tool_call_id=call.id, tool_name=call.name)
 
 
-def _text(content: Any) -> str:
+def user_text(content: Any) -> str:
+    """The text of a message's content (a string or AG-UI content parts)."""
     if isinstance(content, str):
         return content
     # Text models read the text parts; media is named, never inlined as base64.

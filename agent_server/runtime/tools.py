@@ -27,11 +27,13 @@ class ToolFailure(Exception):
 
 @dataclass
 class ToolContext:
-    """What a tool may see and change: the run it serves and the shared state."""
+    """What a tool may see and change: the run it serves, on whose behalf, and the shared
+    state."""
 
     thread_id: str
     run_id: str
     state: Any  # mutable JSON; the runtime streams whatever the tool changes
+    owner: str = ""  # the user the run acts for: who a tool's changes are audited as
 
 
 ToolHandler = Callable[[dict[str, Any], ToolContext], Awaitable[Any]]

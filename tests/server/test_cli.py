@@ -1,4 +1,4 @@
-"""The ``citadel`` command: chat with a running server, doctor, verify a recording."""
+"""The ``citadel`` command: chat with a running server, doctor, ingest, verify a recording."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from protocol.framing import encode, sse_frame
 from tests.conftest import citadel, double_model
 from tests.doubles.ollama import DEFAULT_MODEL, ScriptedReply, text_reply, tool_call_reply
 from tests.support.agui import new_id
+from tests.support.database import isolated_database_url, table_rows
 
 CITADEL = [sys.executable, "-m", "agent_server.cli"]
 
@@ -107,3 +108,31 @@ async def test_verify_judges_recordings(ollama, tmp_path: Path):
     broken.write_bytes(b"".join(sse_frame(encode(e)) for e in cancelled[:1]))
     code, out, _ = await run_cli("verify", str(broken))
     assert code == 1 and "ends without RUN_FINISHED" in out
+
+
+async def test_ingest_adds_skips_reports_and_prunes(tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.md").write_text("# Alpha\n\nThe alpha release shipped in May.")
+    (folder / "b.md").write_text("# Beta\n\nThe beta test runs all summer.")
+    async with isolated_database_url() as database:
+        env = {"DATABASE_URL": database, "CITADEL_DATA_DIR": str(tmp_path / "data")}
+        code, _, first = await run_cli("ingest", str(folder), "--kb", "notes", env=env)
+        _, _, again = await run_cli("ingest", str(folder), "--kb", "notes", env=env)
+        (folder / "b.md").unlink()
+        (folder / "c.pdf").write_bytes(b"not a pdf")
+        failed, _, pruned = await run_cli(
+            "ingest", str(folder), "--kb", "notes", "--prune", env=env
+        )
+        rows = await table_rows(database)
+    assert code == 0, first
+    assert "2 files" in first and "2 added" in first and "0 failed" in first
+    assert "2 unchanged" in again and "0 chunks embedded" in again
+    assert failed == 1
+    assert f"{folder / 'c.pdf'}: corrupt:" in pruned and "1 removed" in pruned
+    assert [row[3] for row in rows["kb_documents"]] == [str(folder / "a.md")]
+
+
+async def test_ingest_refuses_missing_paths(tmp_path):
+    code, _, err = await run_cli("ingest", str(tmp_path / "nowhere"))
+    assert code == 1 and "no such file or folder" in err

@@ -33,7 +33,13 @@ async def test_context_and_client_system_messages_reach_the_model(ollama):
     assert "- Current page: /billing" in sent[0]["content"]
     assert sent[0]["content"].endswith("Always answer in French.")
     tools = {tool["function"]["name"] for tool in ollama.requests[0]["tools"]}
-    assert tools == {"get_current_time", "calculate", "update_plan"}
+    assert tools == {
+        "get_current_time",
+        "calculate",
+        "update_plan",
+        "search_knowledge_base",
+        "add_to_knowledge_base",
+    }
 
 
 async def test_the_tool_loop_is_bounded(ollama):

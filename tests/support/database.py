@@ -53,7 +53,15 @@ async def embedded_server(data_dir: Path) -> AsyncIterator[str]:
         await server.stop()
 
 
-CITADEL_TABLES = ("threads", "messages", "runs", "run_events", "audit_log")
+CITADEL_TABLES = (
+    "threads",
+    "messages",
+    "runs",
+    "run_events",
+    "audit_log",
+    "kb_documents",
+    "ingest_jobs",
+)
 
 
 async def table_rows(url: str) -> dict[str, list[tuple]]:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from agent_server.config import Settings
+from typing import TYPE_CHECKING
+
 from agent_server.knowledge.embedders.base import Embedder
+
+if TYPE_CHECKING:  # the ONNX export imports this package in a venv without the server's deps
+    from agent_server.config import Settings
 
 
 def create_embedder(settings: Settings) -> Embedder:

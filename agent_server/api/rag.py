@@ -1,0 +1,278 @@
+"""The knowledge base over REST: ingest (as a background job), follow jobs, list and delete
+documents, search (optionally answered by the model with citations)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import Field, ValidationError
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from agent_server.api.http import read_json
+from agent_server.auth.principals import principal_of
+from agent_server.knowledge.answer import answer_with_citations
+from agent_server.knowledge.ingest import SourceFile
+from agent_server.knowledge.library import KnowledgeBase
+from agent_server.knowledge.vectors.base import Hit, SearchFilter
+from agent_server.runtime.knowledge_tools import hit_json
+from agent_server.services import Services
+from agent_server.store.base import Actor
+from agent_server.store.documents import IngestJob
+from protocol.input import InputError, StrictModel, describe_validation_error
+
+KNOWLEDGE_BASE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_FILES = 1000
+MAX_BATCH_QUERIES = 32
+
+
+class Filters(StrictModel):
+    sources: list[str] = Field(default_factory=list, max_length=100)
+    tags: list[str] = Field(default_factory=list, max_length=100)
+    document_ids: list[str] = Field(default_factory=list, max_length=100)
+
+    def search_filter(self) -> SearchFilter:
+        return SearchFilter(tuple(self.sources), tuple(self.document_ids), tuple(self.tags))
+
+
+class QueryOptions(StrictModel):
+    knowledge_base: str | None = None
+    top_k: int = Field(5, ge=1, le=50)
+    score_threshold: float | None = Field(None, ge=-1, le=1)
+    filters: Filters = Field(default_factory=Filters)
+
+
+class QueryRequest(QueryOptions):
+    query: str = Field(min_length=1, max_length=4000)
+    answer: bool = False
+
+
+class BatchQueryRequest(QueryOptions):
+    queries: list[str] = Field(min_length=1, max_length=MAX_BATCH_QUERIES)
+
+
+class TextDocument(StrictModel):
+    name: str = Field(min_length=1, max_length=500)
+    text: str = Field(min_length=1)
+    content_type: str | None = None
+
+
+class IngestRequest(StrictModel):
+    knowledge_base: str | None = None
+    documents: list[TextDocument] = Field(min_length=1, max_length=MAX_FILES)
+    tags: list[str] = Field(default_factory=list, max_length=20)
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def _knowledge(services: Services) -> KnowledgeBase:
+    if services.knowledge is None:
+        raise InputError(404, "knowledge_base_off", "the knowledge base is off (CITADEL_RETRIEVAL)")
+    return services.knowledge
+
+
+def _base_name(services: Services, name: str | None) -> str:
+    name = name or services.settings.knowledge_base
+    if not KNOWLEDGE_BASE_NAME.match(name):
+        raise InputError(422, "invalid_input", "knowledgeBase: letters, digits, - and _ only")
+    return name
+
+
+def _parse(model: type[StrictModel], data: Any) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise InputError(422, "invalid_input", describe_validation_error(error, data)) from None
+
+
+def _actor(request: Request) -> Actor:
+    return Actor(principal_of(request).user_id, request.client.host if request.client else None)
+
+
+# Ingestion -----------------------------------------------------------------------------------
+
+
+async def ingest(request: Request) -> Response:
+    """Queue files (multipart ``file`` fields) or texts (JSON) for ingestion; 202 with the
+    job to follow at ``GET /rag/jobs/{id}``."""
+    services = _services(request)
+    _knowledge(services)
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        name, files, tags = await _uploaded(request, services)
+    else:
+        body: IngestRequest = _parse(
+            IngestRequest, await read_json(request, services.settings.max_upload_bytes)
+        )
+        name, tags = body.knowledge_base, body.tags
+        files = [
+            SourceFile.from_bytes(item.name, item.text.encode(), item.content_type)
+            for item in body.documents
+        ]
+    base = _base_name(services, name)
+    assert services.ingest_jobs is not None
+    job = await services.ingest_jobs.submit(base, files, _actor(request), tags)
+    return JSONResponse({"job": job_json(job)}, 202, headers={"Location": f"/rag/jobs/{job.id}"})
+
+
+async def _uploaded(
+    request: Request, services: Services
+) -> tuple[str | None, list[SourceFile], list[str]]:
+    declared = request.headers.get("content-length")
+    limit = services.settings.max_upload_bytes
+    if declared is None or not declared.isdigit():
+        raise InputError(411, "length_required", "send uploads with a Content-Length")
+    if int(declared) > limit:
+        raise InputError(413, "payload_too_large", f"the upload exceeds {limit} bytes")
+    async with request.form(max_files=MAX_FILES, max_fields=20) as form:
+        uploads = [item for item in form.getlist("file") if isinstance(item, UploadFile)]
+        if not uploads:
+            raise InputError(422, "invalid_input", "file: attach at least one file")
+        files = [
+            SourceFile.from_bytes(
+                upload.filename or "upload", await upload.read(), upload.content_type
+            )
+            for upload in uploads
+        ]
+        name = form.get("knowledge_base")
+        tags = form.get("tags")
+    return (
+        name if isinstance(name, str) else None,
+        files,
+        [tag.strip() for tag in tags.split(",") if tag.strip()] if isinstance(tags, str) else [],
+    )
+
+
+async def get_job(request: Request) -> Response:
+    services = _services(request)
+    job = (
+        await services.ingest_jobs.get(request.path_params["job_id"])
+        if services.ingest_jobs
+        else None
+    )
+    if job is None or job.owner != principal_of(request).user_id:
+        raise InputError(
+            404, "job_not_found", f"no ingestion job {request.path_params['job_id']!r}"
+        )
+    return JSONResponse({"job": job_json(job)})
+
+
+def job_json(job: IngestJob) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "knowledgeBase": job.knowledge_base,
+        "status": job.status.value,
+        "filesTotal": job.files_total,
+        "filesDone": job.files_done,
+        "filesUnchanged": job.files_unchanged,
+        "chunksEmbedded": job.chunks_embedded,
+        "errors": [
+            {"file": error.file, "code": error.code, "message": error.message}
+            for error in job.errors
+        ],
+        "createdAt": job.created_at.isoformat() if job.created_at else None,
+        "finishedAt": job.finished_at.isoformat() if job.finished_at else None,
+    }
+
+
+# Documents -----------------------------------------------------------------------------------
+
+
+async def list_documents(request: Request) -> Response:
+    services = _services(request)
+    knowledge = _knowledge(services)
+    base = _base_name(services, request.query_params.get("knowledgeBase"))
+    records = await knowledge.documents.list_documents(knowledge.collection(base))
+    return JSONResponse(
+        {
+            "documents": [
+                {
+                    "id": record.document_id,
+                    "source": record.source,
+                    "title": record.title,
+                    "chunks": len(record.chunk_ids),
+                    "tags": list(record.tags),
+                    "sizeBytes": record.size_bytes,
+                    "updatedAt": record.updated_at.isoformat() if record.updated_at else None,
+                }
+                for record in records
+            ]
+        }
+    )
+
+
+async def delete_document(request: Request) -> Response:
+    services = _services(request)
+    knowledge = _knowledge(services)
+    base = _base_name(services, request.query_params.get("knowledgeBase"))
+    document_id = request.path_params["document_id"]
+    if not await knowledge.delete(base, document_id, _actor(request)):
+        raise InputError(404, "document_not_found", f"no document {document_id!r} in {base!r}")
+    return Response(status_code=204)
+
+
+# Retrieval -----------------------------------------------------------------------------------
+
+
+async def query(request: Request) -> Response:
+    services = _services(request)
+    knowledge = _knowledge(services)
+    body: QueryRequest = _parse(
+        QueryRequest, await read_json(request, services.settings.max_body_bytes)
+    )
+    base = _base_name(services, body.knowledge_base)
+    [hits] = await knowledge.search_many(
+        base,
+        [body.query],
+        top_k=body.top_k,
+        score_threshold=body.score_threshold,
+        filter=body.filters.search_filter(),
+    )
+    result: dict[str, Any] = {"query": body.query, "hits": _hits(hits)}
+    if body.answer:
+        answered = await answer_with_citations(services.model, body.query, hits)
+        result |= {"answer": answered.text, "citations": answered.citations}
+    return JSONResponse(result)
+
+
+async def batch_query(request: Request) -> Response:
+    services = _services(request)
+    knowledge = _knowledge(services)
+    body: BatchQueryRequest = _parse(
+        BatchQueryRequest, await read_json(request, services.settings.max_body_bytes)
+    )
+    base = _base_name(services, body.knowledge_base)
+    found = await knowledge.search_many(
+        base,
+        body.queries,
+        top_k=body.top_k,
+        score_threshold=body.score_threshold,
+        filter=body.filters.search_filter(),
+    )
+    return JSONResponse(
+        {
+            "results": [
+                {"query": text, "hits": _hits(hits)}
+                for text, hits in zip(body.queries, found, strict=True)
+            ]
+        }
+    )
+
+
+def _hits(hits: list[Hit]) -> list[dict[str, Any]]:
+    return [hit_json(hit) for hit in hits]
+
+
+routes = [
+    Route("/rag/ingest", ingest, methods=["POST"]),
+    Route("/rag/jobs/{job_id}", get_job, methods=["GET"]),
+    Route("/rag/documents", list_documents, methods=["GET"]),
+    Route("/rag/documents/{document_id}", delete_document, methods=["DELETE"]),
+    Route("/rag/query", query, methods=["POST"]),
+    Route("/rag/batch-query", batch_query, methods=["POST"]),
+]

@@ -1,0 +1,191 @@
+"""The knowledge base as the rest of the server sees it: add a file, remove a document,
+search. It ties the document reader, the embedder, the vector store and the document records
+together; none of them knows about the others.
+
+Re-ingestion is cheap and convergent. A file whose bytes and tags are unchanged writes
+nothing. A changed file embeds only chunks whose ids are new (a chunk id is a hash of what is
+embedded), upserts them, deletes the ids the new version no longer has, and only then records
+the new chunk list: if the process dies half-way, the next ingestion of the file finishes the
+job from the old record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from agent_server.knowledge.documents import Chunk, Document, chunk, read_document
+from agent_server.knowledge.embedders.base import Embedder
+from agent_server.knowledge.vectors.base import (
+    Hit,
+    Point,
+    SearchFilter,
+    SearchRequest,
+    VectorStore,
+    collection_name,
+)
+from agent_server.store.base import Actor
+from agent_server.store.documents import DocumentRecord, DocumentStore
+
+DEFAULT_KNOWLEDGE_BASE = "docs"
+
+
+class Outcome(StrEnum):
+    ADDED = "added"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    document_id: str
+    source: str
+    outcome: Outcome
+    chunks: int  # the document's chunks now
+    embedded: int  # chunks embedded by this call
+    removed: int  # chunks of the previous version deleted
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkingSettings:
+    size: int = 800
+    overlap: int = 100
+    max_file_bytes: int = 32 * 1024 * 1024
+
+
+class KnowledgeBase:
+    def __init__(
+        self,
+        embedder: Embedder,
+        vectors: VectorStore,
+        documents: DocumentStore,
+        chunking: ChunkingSettings | None = None,
+    ) -> None:
+        self.embedder = embedder
+        self.vectors = vectors
+        self.documents = documents
+        self.chunking = chunking or ChunkingSettings()
+        self._ready: set[str] = set()  # collections known to exist
+
+    def collection(self, knowledge_base: str) -> str:
+        return collection_name(knowledge_base, self.embedder.model)
+
+    async def ingest(
+        self,
+        knowledge_base: str,
+        name: str,
+        data: bytes,
+        actor: Actor,
+        *,
+        content_type: str | None = None,
+        tags: Sequence[str] = (),
+    ) -> Ingested:
+        """Add or update one file; raises ``DocumentError`` for a file that cannot be read
+        and ``RetrievalUnavailable`` when the embedder or the vector store cannot serve."""
+        document = read_document(
+            name, data, knowledge_base, content_type, max_bytes=self.chunking.max_file_bytes
+        )
+        collection = self.collection(knowledge_base)
+        tags = tuple(sorted(set(tags)))
+        previous = await self.documents.get_document(collection, document.id)
+        if (
+            previous is not None
+            and previous.content_hash == document.content_hash
+            and previous.tags == tags
+        ):
+            return Ingested(document.id, name, Outcome.UNCHANGED, len(previous.chunk_ids), 0, 0)
+        chunks = chunk(document, size=self.chunking.size, overlap=self.chunking.overlap)
+        known = set(previous.chunk_ids) if previous is not None else set()
+        # Tags live in every chunk's payload: new tags mean every chunk is written again.
+        retag = previous is not None and previous.tags != tags
+        todo = [item for item in chunks if retag or item.id not in known]
+        if todo:
+            vectors = await self.embedder.embed([item.embed_text for item in todo])
+            await self._ensure(collection)
+            points = [
+                Point(item.id, vector.tolist(), _payload(item, document, tags))
+                for item, vector in zip(todo, vectors, strict=True)
+            ]
+            await self.vectors.upsert(collection, points)
+        stale = known - {item.id for item in chunks}
+        if stale:
+            await self._ensure(collection)
+            await self.vectors.delete_points(collection, sorted(stale))
+        record = DocumentRecord(
+            collection=collection,
+            document_id=document.id,
+            knowledge_base=knowledge_base,
+            source=name,
+            title=document.title,
+            content_hash=document.content_hash,
+            size_bytes=len(data),
+            chunk_ids=tuple(item.id for item in chunks),
+            tags=tags,
+        )
+        await self.documents.put_document(record, actor)
+        outcome = Outcome.ADDED if previous is None else Outcome.UPDATED
+        return Ingested(document.id, name, outcome, len(chunks), len(todo), len(stale))
+
+    async def delete(self, knowledge_base: str, document_id: str, actor: Actor) -> bool:
+        """Remove a document and its chunks; False if there was no such document."""
+        collection = self.collection(knowledge_base)
+        record = await self.documents.get_document(collection, document_id)
+        if record is None:
+            return False
+        await self._ensure(collection)
+        await self.vectors.delete_document(collection, document_id)
+        await self.documents.delete_document(collection, document_id, actor)
+        return True
+
+    async def search_many(
+        self,
+        knowledge_base: str,
+        queries: Sequence[str],
+        *,
+        top_k: int = 5,
+        score_threshold: float | None = None,
+        filter: SearchFilter | None = None,
+    ) -> list[list[Hit]]:
+        """For each query, the chunks nearest to it, best first; the queries are embedded
+        in one call."""
+        collection = self.collection(knowledge_base)
+        vectors = await self.embedder.embed(list(queries))
+        await self._ensure(collection)
+        return [
+            await self.vectors.search(
+                collection,
+                SearchRequest(vector.tolist(), top_k, score_threshold, filter or SearchFilter()),
+            )
+            for vector in vectors
+        ]
+
+    async def search(
+        self,
+        knowledge_base: str,
+        query: str,
+        *,
+        top_k: int = 5,
+        score_threshold: float | None = None,
+        filter: SearchFilter | None = None,
+    ) -> list[Hit]:
+        """The chunks nearest to ``query``, best first."""
+        [hits] = await self.search_many(
+            knowledge_base, [query], top_k=top_k, score_threshold=score_threshold, filter=filter
+        )
+        return hits
+
+    async def _ensure(self, collection: str) -> None:
+        if collection not in self._ready:
+            await self.vectors.ensure_collection(collection, self.embedder.dimensions)
+            self._ready.add(collection)
+
+
+def _payload(item: Chunk, document: Document, tags: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        **item.metadata,
+        "knowledge_base": document.knowledge_base,
+        "tags": list(tags),
+        "text": item.text,
+    }

@@ -1,0 +1,116 @@
+"""Retrieval quality on Citadel's own docs: ``python -m bench.retrieval_quality``.
+
+Ingests ``docs/`` with the embedded embedder into the in-process Qdrant engine (a temporary
+directory), asks every labelled question of ``bench/data/docs_questions.yaml`` and reports
+hit@1, hit@3, hit@5 (the labelled page among the top k chunks) and the mean reciprocal rank.
+The same figures are asserted by tests/knowledge/test_retrieval_quality.py (hit@5 >= 0.9).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from agent_server.knowledge.embedders.embedded import EmbeddedEmbedder
+from agent_server.knowledge.ingest import files_under, ingest_files
+from agent_server.knowledge.library import KnowledgeBase
+from agent_server.knowledge.vectors.edge import EdgeVectorStore
+from agent_server.store.base import Actor
+from agent_server.store.documents import IngestJob
+from agent_server.store.memory import MemoryDocumentStore
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+QUESTIONS = ROOT / "bench" / "data" / "docs_questions.yaml"
+GOAL_HIT_AT_5 = 0.9
+
+
+@dataclass(frozen=True)
+class Scored:
+    question: str
+    expected: str
+    ranked: list[str]  # the source page of each hit, best first
+
+    def rank(self) -> int | None:
+        """1-based rank of the first hit from the expected page, if any."""
+        return next((i for i, page in enumerate(self.ranked, 1) if page == self.expected), None)
+
+
+@dataclass(frozen=True)
+class Quality:
+    scored: list[Scored]
+
+    def hit_at(self, k: int) -> float:
+        return sum((s.rank() or k + 1) <= k for s in self.scored) / len(self.scored)
+
+    @property
+    def mrr(self) -> float:
+        return sum(1 / rank for s in self.scored if (rank := s.rank())) / len(self.scored)
+
+    def misses(self, k: int = 5) -> list[Scored]:
+        return [s for s in self.scored if (s.rank() or k + 1) > k]
+
+
+def load_questions(path: Path = QUESTIONS) -> list[tuple[str, str]]:
+    return [(item["question"], item["source"]) for item in yaml.safe_load(path.read_text())]
+
+
+async def score(
+    embedder: EmbeddedEmbedder, docs: Path = DOCS, questions: Path = QUESTIONS, top_k: int = 5
+) -> Quality:
+    with tempfile.TemporaryDirectory() as data_dir:
+        vectors = EdgeVectorStore(Path(data_dir))
+        try:
+            knowledge = KnowledgeBase(embedder, vectors, MemoryDocumentStore())
+            job = IngestJob("quality", "docs", "bench")
+            await ingest_files(knowledge, job, files_under([docs]), Actor("bench"))
+            if job.errors:
+                raise RuntimeError(f"docs/ did not ingest cleanly: {job.errors}")
+            labelled = load_questions(questions)
+            found = await knowledge.search_many("docs", [q for q, _ in labelled], top_k=top_k)
+        finally:
+            await vectors.aclose()
+    return Quality(
+        [
+            Scored(question, expected, [Path(hit.payload["source"]).name for hit in hits])
+            for (question, expected), hits in zip(labelled, found, strict=True)
+        ]
+    )
+
+
+def report(quality: Quality) -> str:
+    lines = [
+        f"Retrieval on docs/: {len(quality.scored)} labelled questions "
+        f"({QUESTIONS.relative_to(ROOT)}), embedded all-MiniLM-L6-v2, top 5 chunks.",
+        "",
+        "| hit@1 | hit@3 | hit@5 | MRR | goal |",
+        "|---:|---:|---:|---:|---|",
+        f"| {quality.hit_at(1):.2f} | {quality.hit_at(3):.2f} | {quality.hit_at(5):.2f} "
+        f"| {quality.mrr:.2f} | hit@5 >= {GOAL_HIT_AT_5} "
+        f"{'PASS' if quality.hit_at(5) >= GOAL_HIT_AT_5 else 'FAIL'} |",
+    ]
+    for miss in quality.misses():
+        lines.append(f"- missed: {miss.question!r} (want {miss.expected}, got {miss.ranked})")
+    return "\n".join(lines)
+
+
+async def _main() -> None:
+    embedder = EmbeddedEmbedder()
+    try:
+        print(report(await score(embedder)))
+    finally:
+        await embedder.aclose()
+
+
+def main() -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n", 1)[0]).parse_args()
+    asyncio.run(_main())
+
+
+if __name__ == "__main__":
+    main()
