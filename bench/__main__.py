@@ -11,6 +11,7 @@ import importlib.metadata
 import os
 import platform
 import resource
+import subprocess
 import sys
 import time
 
@@ -104,6 +105,32 @@ def summary(
     return lines
 
 
+# The knowledge-base benchmarks, each a module printing its own markdown (run as children:
+# the embedder comparison needs the export's build venv, and each loads its own models).
+KNOWLEDGE = (
+    ("Embedders: onnxruntime vs sentence-transformers", "bench.embedders", False),
+    ("Vector search: embedded Qdrant engine vs qdrant-client local mode", "bench.vectors", True),
+    ("Embedding cache and ingestion", "bench.knowledge", False),
+    ("Retrieval quality on docs/", "bench.retrieval_quality", False),
+)
+
+
+def knowledge_sections() -> list[str]:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    lines: list[str] = []
+    for title, module, preformatted in KNOWLEDGE:
+        print(f"bench: {module} ...", file=sys.stderr, flush=True)
+        done = subprocess.run(
+            [sys.executable, "-m", module], cwd=root, capture_output=True, text=True, check=False
+        )
+        output = (
+            done.stdout.strip() or f"(no output; exit {done.returncode})\n{done.stderr[-2000:]}"
+        )
+        lines += ["", f"### {title}", "", f"`python -m {module}`", ""]
+        lines += ["```", output, "```"] if preformatted else [output]
+    return lines
+
+
 def _verdict(met: bool) -> str:
     return "PASS" if met else "FAIL"
 
@@ -121,6 +148,7 @@ def main() -> None:
     load = concurrency.run(args.client_procs)
     print("bench: persistence (citadel on memory and on Postgres) ...", file=sys.stderr, flush=True)
     stored = persistence.run()
+    knowledge = knowledge_sections()
     elapsed = time.perf_counter() - started
     print(
         "\n".join(
@@ -146,6 +174,9 @@ def main() -> None:
                 "## Persistence",
                 "",
                 persistence.report(stored),
+                "",
+                "## Knowledge base",
+                *knowledge,
             ]
         )
     )
