@@ -70,6 +70,8 @@ def citadel_app(store: str = "memory") -> Starlette:
         database_url=os.environ.get("BENCH_DATABASE_URL") or None,
         data_dir=os.environ.get("BENCH_DATA_DIR", "data"),
         max_messages=10_000,
+        retrieval="off",  # the runtime's cost alone: no knowledge base, no demo ingestion
+        demo_docs=None,
     )
     return create_app(settings, model=ScriptedModel())
 
