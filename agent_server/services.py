@@ -96,12 +96,15 @@ class Services:
         }
 
 
-def build_tools(settings: Settings, knowledge: KnowledgeBase | None = None) -> ToolRegistry:
-    """The backend tools: the built-in ones, and the knowledge base's when it is on. Without
+def build_tools(
+    settings: Settings, knowledge: KnowledgeBase | None = None, policy: str = "auto"
+) -> ToolRegistry:
+    """The backend tools: the built-in ones, and the knowledge base's when it is on (under
+    the "always" policy the runtime searches itself and the model is offered neither). Without
     ``knowledge`` it only checks the configuration (approvals of known tool names)."""
     tools = [*BUILTIN_TOOLS]
     if knowledge is not None:
-        tools += knowledge_tools(knowledge, settings.knowledge_base)
+        tools += knowledge_tools(knowledge, settings.knowledge_base, with_add=policy != "always")
     names = {tool.name for tool in BUILTIN_TOOLS} | set(KNOWLEDGE_TOOL_NAMES)
     unknown = sorted(set(settings.approval_tools) - names)
     if unknown:
@@ -141,7 +144,7 @@ async def start_services(settings: Settings, model: ChatModel) -> Services:
             jobs = IngestJobs(knowledge, documents)
             resources.push_async_callback(jobs.aclose)
             await _seed_demo_docs(settings, knowledge, jobs)
-        tools = build_tools(settings, knowledge)
+        tools = build_tools(settings, knowledge, policy)
     except BaseException:
         await resources.aclose()
         raise
@@ -151,7 +154,8 @@ async def start_services(settings: Settings, model: ChatModel) -> Services:
         tools,
         store,
         AgentSettings(
-            system_prompt=f"{prompt}\n\n{CITATION_PROMPT}" if knowledge else prompt,
+            # Under "always" the model has no search tool to be told about.
+            system_prompt=f"{prompt}\n\n{CITATION_PROMPT}" if policy == "auto" else prompt,
             max_tool_rounds=settings.max_tool_rounds or default_tool_rounds(model),
             max_tokens=settings.llm_max_tokens,
             temperature=settings.llm_temperature,

@@ -323,7 +323,8 @@ class _Turn:
     def _decide(self, tools: Sequence[ToolSpec], allow_none: bool) -> tuple[str, str] | None:
         """A tool call chosen under a grammar, or None for a text answer."""
         no_tool = _no_tool_label(tools) if allow_none else None
-        tokens = self._llm.tokenize(_decision_turns(self._turns, tools, no_tool), _CALL_PREFIX)
+        asked = template_turns(without_trailing_results(self._request.messages))
+        tokens = self._llm.tokenize(_decision_turns(asked, tools, no_tool), _CALL_PREFIX)
         grammar = _decision_grammar(tools, no_tool)
         generated = list(self._generate(tokens, 0.0, grammar))
         if self._channel.cancelled:
@@ -426,6 +427,16 @@ def template_turns(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
         else:
             turns.append({"role": role, "content": content})
     return turns
+
+
+def without_trailing_results(messages: Sequence[ChatMessage]) -> Sequence[ChatMessage]:
+    """The conversation up to what the user last wrote: the router decides on the user's
+    words. Results appended after them (the runtime's knowledge-base search) made SmolLM2
+    route "What is 17 * 23?" to get_current_time instead of calculate."""
+    end = len(messages)
+    while end > 1 and messages[end - 1].role == "tool":
+        end -= 1
+    return messages[:end]
 
 
 def _no_tool_label(tools: Sequence[ToolSpec]) -> str:

@@ -57,9 +57,11 @@ ADD_PARAMETERS: dict[str, Any] = {
 }
 
 
-def knowledge_tools(knowledge: KnowledgeBase, knowledge_base: str) -> tuple[BackendTool, ...]:
-    """``search_knowledge_base`` and ``add_to_knowledge_base`` (which needs approval) over
-    ``knowledge_base``."""
+def knowledge_tools(
+    knowledge: KnowledgeBase, knowledge_base: str, *, with_add: bool = True
+) -> tuple[BackendTool, ...]:
+    """``search_knowledge_base`` and, ``with_add``, ``add_to_knowledge_base`` (which needs
+    approval) over ``knowledge_base``."""
 
     async def search(arguments: dict[str, Any], context: ToolContext) -> dict[str, Any]:
         filters = arguments.get("filters") or {}
@@ -103,14 +105,17 @@ def knowledge_tools(knowledge: KnowledgeBase, knowledge_base: str) -> tuple[Back
             raise ToolFailure(f"{error.code}: {error}") from None
         return {"document_id": added.document_id, "source": name, "chunks": added.chunks}
 
+    search_tool = BackendTool(
+        SEARCH_TOOL,
+        "Search the knowledge base (documentation and notes) for passages that answer a "
+        "question. Returns the best passages with their source, title and score.",
+        SEARCH_PARAMETERS,
+        search,
+    )
+    if not with_add:
+        return (search_tool,)
     return (
-        BackendTool(
-            SEARCH_TOOL,
-            "Search the knowledge base (documentation and notes) for passages that answer a "
-            "question. Returns the best passages with their source, title and score.",
-            SEARCH_PARAMETERS,
-            search,
-        ),
+        search_tool,
         BackendTool(
             ADD_TOOL,
             "Save text the user gives into the knowledge base so it can be found later. "

@@ -320,9 +320,7 @@ class Agent:
                 for pending, answer in prepared.answers:
                     async for event in self._answer_interrupt(prepared, pending, answer):
                         yield event
-            searched = False
             async for event in self._retrieve_first(prepared):
-                searched = True
                 yield event
             last_round = self.settings.max_tool_rounds
             for round_number in range(last_round + 1):
@@ -331,10 +329,8 @@ class Agent:
                 turn = _Turn()
                 yield events.step_started("model")
                 # aclosing: however this generator ends, the backend's stream closes at once.
-                # The model has the search results: it is not offered the same search again.
-                request = self._request(
-                    prepared, choice, without=self.settings.retrieve_first if searched else None
-                )
+                # The runtime searches itself: the model is never offered that tool.
+                request = self._request(prepared, choice, without=self.settings.retrieve_first)
                 async with contextlib.aclosing(self.model.stream(request)) as deltas:
                     async for delta in deltas:
                         if isinstance(delta, Usage):

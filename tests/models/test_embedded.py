@@ -34,6 +34,7 @@ from agent_server.models.embedded import (
     default_model_path,
     grammar_schema,
     template_turns,
+    without_trailing_results,
 )
 
 SYSTEM = ChatMessage("system", "You are a helpful assistant.")
@@ -207,6 +208,20 @@ async def test_after_a_tool_result_the_model_answers_with_it(model) -> None:
     deltas = await collect(model, ChatRequest(messages, tool_choice="none", temperature=0))
     answer = "".join(delta.text for delta in deltas if isinstance(delta, TextDelta))
     assert "391" in answer and "{" not in answer  # the fact, not an echo of the call
+
+
+def test_the_router_reads_the_users_words_not_the_results_after_them() -> None:
+    search = ToolCallRequest("call_1", "search_knowledge_base", '{"query":"17 * 23"}')
+    messages = [
+        SYSTEM,
+        ChatMessage("user", "What is 17 * 23?"),
+        ChatMessage("assistant", tool_calls=(search,)),
+        ChatMessage("tool", '{"hits": ["a long passage"]}', tool_call_id="call_1"),
+    ]
+    asked = template_turns(without_trailing_results(messages))
+    assert asked[-1] == {"role": "user", "content": "What is 17 * 23?"}
+    # The answer prompt still has the results.
+    assert "a long passage" in template_turns(messages)[-1]["content"]
 
 
 def test_grammar_schema_bounds_every_free_string() -> None:

@@ -111,7 +111,8 @@ async def test_always_searches_before_the_model_answers(way, ollama):
     [request] = ollama.requests  # one model call: the search needed none
     assert "flour" in request["messages"][-1]["content"]
     offered = {tool["function"]["name"] for tool in request["tools"]}
-    assert "search_knowledge_base" not in offered  # it has the results already
+    # The runtime searches; the model is offered neither knowledge tool.
+    assert offered == {"get_current_time", "calculate", "update_plan"}
 
 
 @pytest.mark.parametrize("way", WAYS)
