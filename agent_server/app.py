@@ -15,11 +15,13 @@ from agent_server.api import agui, health, openai_compat, rag, threads
 from agent_server.api.http import (
     http_error_handler,
     input_error_handler,
+    reranker_missing_handler,
     retrieval_error_handler,
     storage_error_handler,
 )
 from agent_server.config import ConfigError, Settings
 from agent_server.knowledge.errors import RetrievalUnavailable
+from agent_server.knowledge.library import RerankerMissing
 from agent_server.models import create_chat_model
 from agent_server.models.base import ChatModel
 from agent_server.services import build_tools, start_services
@@ -73,6 +75,7 @@ def create_app(settings: Settings | None = None, *, model: ChatModel | None = No
             InputError: input_error_handler,
             StorageUnavailable: storage_error_handler,
             RetrievalUnavailable: retrieval_error_handler,
+            RerankerMissing: reranker_missing_handler,
             HTTPException: http_error_handler,
         },
         lifespan=lifespan,

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(100, ge=0)
     max_file_bytes: int = Field(32 * 1024 * 1024, ge=1024)  # one ingested file
     max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024)  # one POST /rag/ingest
+    rerank_url: str | None = None  # a /rerank endpoint's base (…/v1); unset: no reranking
+    rerank_model: str | None = None
+    rerank_api_key: SecretStr | None = None
     qdrant_url: str | None = Field(None, validation_alias=AliasChoices("QDRANT_URL", "qdrant_url"))
     qdrant_api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("QDRANT_API_KEY", "qdrant_api_key")

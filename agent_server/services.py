@@ -17,6 +17,7 @@ from agent_server.knowledge.embedders.base import Embedder
 from agent_server.knowledge.embedders.cache import CachedEmbedder
 from agent_server.knowledge.ingest import IngestJobs, files_under
 from agent_server.knowledge.library import ChunkingSettings, KnowledgeBase
+from agent_server.knowledge.rerank import Reranker
 from agent_server.models.base import ChatModel
 from agent_server.runs.manager import RunLimits, RunManager
 from agent_server.runs.writer import EventWriter
@@ -46,6 +47,7 @@ class Services:
     store: ThreadStore
     embedder: Embedder
     knowledge: KnowledgeBase | None  # None: CITADEL_RETRIEVAL=off
+    reranker: Reranker | None  # None: no CITADEL_RERANK_URL
     ingest_jobs: IngestJobs | None
     agent: Agent
     runs: RunManager
@@ -137,10 +139,11 @@ async def start_services(settings: Settings, model: ChatModel) -> Services:
         writer.start()
         resources.push_async_callback(writer.close)
         embedder = await open_embedder(settings, resources)
+        reranker = open_reranker(settings, resources)
         policy = retrieval_policy(settings, model)
         knowledge = jobs = None
         if policy != "off":
-            knowledge = await open_knowledge(settings, embedder, documents, resources)
+            knowledge = await open_knowledge(settings, embedder, documents, resources, reranker)
             jobs = IngestJobs(knowledge, documents)
             resources.push_async_callback(jobs.aclose)
             await _seed_demo_docs(settings, knowledge, jobs)
@@ -175,8 +178,37 @@ async def start_services(settings: Settings, model: ChatModel) -> Services:
     )
     limits = InputLimits(max_messages=settings.max_messages, max_tools=settings.max_tools)
     return Services(
-        settings, model, store, embedder, knowledge, jobs, agent, runs, tools, limits, resources
+        settings,
+        model,
+        store,
+        embedder,
+        knowledge,
+        reranker,
+        jobs,
+        agent,
+        runs,
+        tools,
+        limits,
+        resources,
     )
+
+
+def open_reranker(settings: Settings, resources: contextlib.AsyncExitStack) -> Reranker | None:
+    if not settings.rerank_url:
+        return None
+    from agent_server.models.resilience import CircuitBreaker, ResilientHTTP, RetryPolicy, Timeouts
+
+    api_key = settings.rerank_api_key.get_secret_value() if settings.rerank_api_key else None
+    http = ResilientHTTP(
+        f"reranker at {settings.rerank_url}",
+        timeouts=Timeouts(connect=settings.llm_connect_timeout, first_byte=settings.embed_timeout),
+        retry=RetryPolicy(attempts=settings.llm_retries + 1),
+        breaker=CircuitBreaker(),
+        api_key=api_key,
+    )
+    reranker = Reranker(settings.rerank_url, settings.rerank_model, http)
+    resources.push_async_callback(reranker.aclose)
+    return reranker
 
 
 async def _seed_demo_docs(settings: Settings, knowledge: KnowledgeBase, jobs: IngestJobs) -> None:
@@ -197,6 +229,7 @@ async def open_knowledge(
     embedder: Embedder,
     documents: DocumentStore,
     resources: contextlib.AsyncExitStack,
+    reranker: Reranker | None = None,
 ) -> KnowledgeBase:
     from agent_server.knowledge.vectors import open_vector_store
 
@@ -208,6 +241,7 @@ async def open_knowledge(
         vectors,
         documents,
         ChunkingSettings(settings.chunk_size, settings.chunk_overlap, settings.max_file_bytes),
+        reranker,
     )
 
 

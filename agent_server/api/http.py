@@ -53,6 +53,10 @@ async def retrieval_error_handler(request: Request, error: Exception) -> Respons
     return error_response(503, "retrieval_unavailable", str(error), {"Retry-After": "5"})
 
 
+async def reranker_missing_handler(request: Request, error: Exception) -> Response:
+    return error_response(501, "not_implemented", str(getattr(error, "message", error)))
+
+
 async def http_error_handler(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")

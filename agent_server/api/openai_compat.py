@@ -1,4 +1,5 @@
-"""OpenAI-compatible faces: ``POST /v1/embeddings`` over the configured embedder.
+"""OpenAI-compatible faces: ``POST /v1/embeddings`` over the configured embedder, and
+``POST /v1/rerank`` proxied to the configured rerank endpoint.
 
 Requests and answers follow OpenAI's shapes, so the official SDKs and any OpenAI-compatible
 client work unchanged (the Python SDK asks for base64 by default). Errors keep our envelope,
@@ -18,6 +19,7 @@ from starlette.routing import Route
 
 from agent_server.api.http import read_json
 from agent_server.knowledge.embedders.base import Embedder
+from agent_server.knowledge.library import RerankerMissing
 from agent_server.services import Services
 from protocol.input import InputError, StrictModel, describe_validation_error
 
@@ -92,4 +94,22 @@ def _encoded(row: np.ndarray, body: EmbeddingsRequest) -> list[float] | str:
     return row.tolist()
 
 
-routes = [Route("/v1/embeddings", embeddings, methods=["POST"])]
+async def rerank(request: Request) -> Response:
+    """Proxy to the configured rerank endpoint; 501 when there is none."""
+    services: Services = request.app.state.services
+    if services.reranker is None:
+        raise InputError(501, "not_implemented", RerankerMissing.message)
+    data = await read_json(request, services.settings.max_body_bytes)
+    if not (
+        isinstance(data, dict)
+        and isinstance(data.get("query"), str)
+        and isinstance(data.get("documents"), list)
+    ):
+        raise InputError(422, "invalid_input", "send {query: string, documents: [...], top_n?}")
+    return JSONResponse(await services.reranker.forward(data))
+
+
+routes = [
+    Route("/v1/embeddings", embeddings, methods=["POST"]),
+    Route("/v1/rerank", rerank, methods=["POST"]),
+]

@@ -41,6 +41,7 @@ class Filters(StrictModel):
 class QueryOptions(StrictModel):
     knowledge_base: str | None = None
     top_k: int = Field(5, ge=1, le=50)
+    rerank: bool = False
     score_threshold: float | None = Field(None, ge=-1, le=1)
     filters: Filters = Field(default_factory=Filters)
 
@@ -232,6 +233,7 @@ async def query(request: Request) -> Response:
         top_k=body.top_k,
         score_threshold=body.score_threshold,
         filter=body.filters.search_filter(),
+        rerank=body.rerank,
     )
     result: dict[str, Any] = {"query": body.query, "hits": _hits(hits)}
     if body.answer:
@@ -253,6 +255,7 @@ async def batch_query(request: Request) -> Response:
         top_k=body.top_k,
         score_threshold=body.score_threshold,
         filter=body.filters.search_filter(),
+        rerank=body.rerank,
     )
     return JSONResponse(
         {

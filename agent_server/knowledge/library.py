@@ -18,6 +18,7 @@ from typing import Any
 
 from agent_server.knowledge.documents import Chunk, Document, chunk, read_document
 from agent_server.knowledge.embedders.base import Embedder
+from agent_server.knowledge.rerank import Reranker
 from agent_server.knowledge.vectors.base import (
     Hit,
     Point,
@@ -29,7 +30,13 @@ from agent_server.knowledge.vectors.base import (
 from agent_server.store.base import Actor
 from agent_server.store.documents import DocumentRecord, DocumentStore
 
-DEFAULT_KNOWLEDGE_BASE = "docs"
+RERANK_CANDIDATES = 4  # candidates per wanted hit given to the reranker
+
+
+class RerankerMissing(Exception):
+    """Reranking was asked for but no rerank endpoint is configured."""
+
+    message = "no rerank endpoint is configured; set CITADEL_RERANK_URL"
 
 
 class Outcome(StrEnum):
@@ -62,10 +69,12 @@ class KnowledgeBase:
         vectors: VectorStore,
         documents: DocumentStore,
         chunking: ChunkingSettings | None = None,
+        reranker: Reranker | None = None,
     ) -> None:
         self.embedder = embedder
         self.vectors = vectors
         self.documents = documents
+        self.reranker = reranker
         self.chunking = chunking or ChunkingSettings()
         self._ready: set[str] = set()  # collections known to exist
 
@@ -147,19 +156,39 @@ class KnowledgeBase:
         top_k: int = 5,
         score_threshold: float | None = None,
         filter: SearchFilter | None = None,
+        rerank: bool = False,
     ) -> list[list[Hit]]:
         """For each query, the chunks nearest to it, best first; the queries are embedded
-        in one call."""
+        in one call. ``rerank``: fetch more candidates and let the reranker order them (its
+        relevance becomes the score)."""
+        if rerank and self.reranker is None:
+            raise RerankerMissing()
         collection = self.collection(knowledge_base)
         vectors = await self.embedder.embed(list(queries))
         await self._ensure(collection)
-        return [
+        limit = min(top_k * RERANK_CANDIDATES, 100) if rerank else top_k
+        found = [
             await self.vectors.search(
                 collection,
-                SearchRequest(vector.tolist(), top_k, score_threshold, filter or SearchFilter()),
+                SearchRequest(vector.tolist(), limit, score_threshold, filter or SearchFilter()),
             )
             for vector in vectors
         ]
+        if not rerank:
+            return found
+        return [
+            await self._reranked(query, hits, top_k)
+            for query, hits in zip(queries, found, strict=True)
+        ]
+
+    async def _reranked(self, query: str, hits: list[Hit], top_k: int) -> list[Hit]:
+        if not hits:
+            return hits
+        assert self.reranker is not None
+        order = await self.reranker.rerank(
+            query, [hit.payload.get("text", "") for hit in hits], top_k
+        )
+        return [Hit(hits[index].id, score, hits[index].payload) for index, score in order]
 
     async def search(
         self,

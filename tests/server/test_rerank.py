@@ -1,0 +1,93 @@
+"""Reranking through a configured endpoint. No reranker installs offline, so the endpoint is
+RerankDouble, a TEST DOUBLE of a Cohere/Jina-style ``POST /rerank`` that scores a document by
+the query words it contains. Embedder, vector engine and database are real; the chat model is
+the Ollama backend on OllamaDouble (also a test double)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from tests.conftest import citadel, double_model
+from tests.server.test_agui_knowledge import HANDBOOK, ingest
+from tests.support.servers import serve
+
+
+class RerankDouble:
+    """A TEST DOUBLE of a rerank endpoint: relevance = share of query words in the document."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.app = Starlette(routes=[Route("/v1/rerank", self._rerank, methods=["POST"])])
+
+    async def _rerank(self, request: Request) -> JSONResponse:
+        body = await request.json()
+        self.requests.append(body)
+        words = set(body["query"].lower().split())
+        scores = [
+            len(words & set(document.lower().split())) / max(len(words), 1)
+            for document in body["documents"]
+        ]
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])[: body.get("top_n")]
+        return JSONResponse(
+            {"results": [{"index": i, "relevance_score": scores[i]} for i in order]}
+        )
+
+
+@contextlib.asynccontextmanager
+async def rerank_double() -> AsyncIterator[tuple[RerankDouble, str]]:
+    double = RerankDouble()
+    async with serve(double.app) as url:
+        yield double, f"{url}/v1"
+
+
+async def test_without_a_reranker_rerank_is_a_clear_501(ollama):
+    async with citadel(double_model(ollama)) as url, httpx.AsyncClient(base_url=url) as client:
+        proxied = await client.post("/v1/rerank", json={"query": "q", "documents": ["a"]})
+        searched = await client.post("/rag/query", json={"query": "roses", "rerank": True})
+    for response in (proxied, searched):
+        assert response.status_code == 501
+        error = response.json()["error"]
+        assert error["code"] == "not_implemented" and "CITADEL_RERANK_URL" in error["message"]
+
+
+async def test_rerank_is_proxied_and_orders_search_hits(ollama):
+    async with rerank_double() as (double, rerank_url):
+        settings = {"rerank_url": rerank_url, "rerank_model": "house-reranker"}
+        async with (
+            citadel(double_model(ollama), **settings) as url,
+            httpx.AsyncClient(base_url=url) as client,
+        ):
+            await ingest(url, HANDBOOK)
+            proxied = await client.post(
+                "/v1/rerank",
+                json={"query": "flour water", "documents": ["roses", "flour and water"]},
+            )
+            bad = await client.post("/v1/rerank", json={"documents": "nope"})
+            searched = await client.post(
+                "/rag/query", json={"query": "water tomatoes deeply", "rerank": True, "topK": 2}
+            )
+    assert proxied.status_code == 200
+    assert proxied.json()["results"][0] == {"index": 1, "relevance_score": 1.0}
+    assert double.requests[0]["model"] == "house-reranker"  # the configured model
+    assert bad.status_code == 422
+    hits = searched.json()["hits"]
+    assert len(hits) == 2 and "tomatoes" in hits[0]["snippet"]
+    assert [hit["score"] for hit in hits] == sorted((hit["score"] for hit in hits), reverse=True)
+    candidates = double.requests[-1]["documents"]
+    assert len(candidates) > 2 and double.requests[-1]["top_n"] == 2  # more candidates, top 2
+
+
+async def test_a_reranker_that_is_down_is_a_503(ollama, unused_tcp_port):
+    settings = {"rerank_url": f"http://127.0.0.1:{unused_tcp_port}/v1", "llm_retries": 0}
+    async with citadel(double_model(ollama), **settings) as url, httpx.AsyncClient() as client:
+        response = await client.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a"]})
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "retrieval_unavailable"
