@@ -6,10 +6,12 @@ the Ollama backend on OllamaDouble (also a test double)."""
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -91,3 +93,27 @@ async def test_a_reranker_that_is_down_is_a_503(ollama, unused_tcp_port):
         response = await client.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a"]})
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "retrieval_unavailable"
+
+
+@pytest.mark.opt_in
+@pytest.mark.skipif(
+    not os.environ.get("RERANK_URL"),
+    reason="set RERANK_URL (a …/v1 base with /rerank) and RERANK_MODEL to test a real reranker",
+)
+async def test_a_real_rerank_endpoint(ollama):
+    settings = {
+        "rerank_url": os.environ["RERANK_URL"],
+        "rerank_model": os.environ.get("RERANK_MODEL"),
+    }
+    async with citadel(double_model(ollama), **settings) as url, httpx.AsyncClient() as client:
+        response = await client.post(
+            f"{url}/v1/rerank",
+            json={
+                "query": "How do I water tomatoes?",
+                "documents": ["Invoices are due on Friday.", "Water tomatoes deeply twice a week."],
+                "top_n": 2,
+            },
+            timeout=60,
+        )
+    assert response.status_code == 200, response.text
+    assert response.json()["results"][0]["index"] == 1
