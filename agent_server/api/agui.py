@@ -13,13 +13,12 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from agent_server.api.http import read_json
+from agent_server.api.http import parse_body, read_json, services_of
 from agent_server.auth.principals import principal_of
 from agent_server.runs.eventlog import EventLog
 from agent_server.runs.manager import ActiveRun, RunManager, following
@@ -41,7 +40,6 @@ from protocol.input import (
     Id,
     InputError,
     StrictModel,
-    describe_validation_error,
     parse_run_input,
 )
 from protocol.versions import WireVersion, downgrade, wire_version
@@ -60,24 +58,11 @@ class StopRequest(StrictModel):
     run_id: Id | None = None
 
 
-def _validate(model: type[StrictModel], data: Any) -> Any:
-    if not isinstance(data, dict):
-        raise InputError(422, "invalid_input", "the body must be a JSON object")
-    try:
-        return model.model_validate(data)
-    except ValidationError as error:
-        raise InputError(422, "invalid_input", describe_validation_error(error, data)) from None
-
-
-def _services(connection: Request | WebSocket) -> Services:
-    return connection.app.state.services
-
-
 # POST /agui ----------------------------------------------------------------------------------
 
 
 async def run_sse(request: Request) -> Response:
-    services = _services(request)
+    services = services_of(request)
     data = await read_json(request, services.settings.max_body_bytes)
     input = parse_run_input(data, services.input_limits)
     run = await services.runs.start(input, principal_of(request).user_id)
@@ -112,9 +97,9 @@ async def _follow_sse(
 
 async def connect(request: Request) -> Response:
     """Resume a run after ``Last-Event-ID``, or hydrate the thread and follow its live run."""
-    services = _services(request)
+    services = services_of(request)
     data = await read_json(request, services.settings.max_body_bytes)
-    body: ConnectRequest = _validate(ConnectRequest, data)
+    body: ConnectRequest = parse_body(ConnectRequest, data)
     owner = principal_of(request).user_id
     version = wire_version(body.protocol_version)
     manager: RunManager = services.runs
@@ -227,9 +212,9 @@ def _hydration(
 
 
 async def stop(request: Request) -> Response:
-    services = _services(request)
+    services = services_of(request)
     data = await read_json(request, services.settings.max_body_bytes)
-    body: StopRequest = _validate(StopRequest, data)
+    body: StopRequest = parse_body(StopRequest, data)
     owner = principal_of(request).user_id
     run_id = await services.runs.stop(body.thread_id, owner, body.run_id)
     return JSONResponse({"threadId": body.thread_id, "runId": run_id, "status": "cancelled"})
@@ -239,7 +224,7 @@ async def stop(request: Request) -> Response:
 
 
 async def capabilities(request: Request) -> Response:
-    services = _services(request)
+    services = services_of(request)
     return JSONResponse(services.capabilities())
 
 
@@ -250,7 +235,7 @@ async def run_ws(websocket: WebSocket) -> None:
     """One JSON event per text frame. The client sends a RunAgentInput to start a run and
     ``{"type": "stop"}`` to stop it; after a run ends the socket takes the next input.
     Errors before a run starts are a ``{"error": ...}`` frame and close code 4000 + status."""
-    services = _services(websocket)
+    services = services_of(websocket)
     manager: RunManager = services.runs
     owner = principal_of(websocket).user_id
     await websocket.accept()

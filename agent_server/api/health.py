@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from agent_server.api.http import services_of
 from agent_server.models.base import ModelError
 from agent_server.store.base import StorageUnavailable
 
@@ -24,7 +25,7 @@ async def health(request: Request) -> Response:
 
 async def ready(request: Request) -> Response:
     """Can this worker serve a run right now? 503 with the reasons when not."""
-    services = request.app.state.services
+    services = services_of(request)
     model, store = await asyncio.gather(
         _timed(services.model.check()), _timed(services.store.check())
     )

@@ -3,15 +3,40 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 
-from protocol.input import InputError, parse_json
+from agent_server.auth.principals import principal_of
+from agent_server.store.base import Actor
+from protocol.input import InputError, StrictModel, describe_validation_error, parse_json
+
+if TYPE_CHECKING:
+    from agent_server.services import Services
 
 logger = logging.getLogger(__name__)
+
+
+def services_of(connection: HTTPConnection) -> Services:
+    return connection.app.state.services
+
+
+def actor_of(request: Request) -> Actor:
+    """Who is asking, and from where, for the audit log."""
+    return Actor(principal_of(request).user_id, request.client.host if request.client else None)
+
+
+def parse_body(model: type[StrictModel], data: Any) -> Any:
+    """``data`` (a decoded JSON body) as ``model``, or a 422 naming every problem by path."""
+    if not isinstance(data, dict):
+        raise InputError(422, "invalid_input", "the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise InputError(422, "invalid_input", describe_validation_error(error, data)) from None
 
 
 def error_response(

@@ -12,16 +12,15 @@ import base64
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, ValidationError
+from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from agent_server.api.http import read_json
+from agent_server.api.http import parse_body, read_json, services_of
 from agent_server.knowledge.embedders.base import Embedder
 from agent_server.knowledge.library import RerankerMissing
-from agent_server.services import Services
-from protocol.input import InputError, StrictModel, describe_validation_error
+from protocol.input import InputError, StrictModel
 
 MAX_INPUTS = 2048
 
@@ -37,7 +36,7 @@ class EmbeddingsRequest(StrictModel):
 
 
 async def embeddings(request: Request) -> Response:
-    services: Services = request.app.state.services
+    services = services_of(request)
     data = await read_json(request, services.settings.max_body_bytes)
     body = _parse(data)
     texts = [body.input] if isinstance(body.input, str) else body.input
@@ -69,10 +68,7 @@ def _parse(data: Any) -> EmbeddingsRequest:
     texts = data.get("input") if isinstance(data, dict) else None
     if isinstance(texts, list) and any(not isinstance(item, str) for item in texts):
         raise InputError(422, "invalid_input", "input: send text; token ids are not accepted")
-    try:
-        return EmbeddingsRequest.model_validate(data)
-    except ValidationError as error:
-        raise InputError(422, "invalid_input", describe_validation_error(error, data)) from None
+    return parse_body(EmbeddingsRequest, data)
 
 
 def _route(embedder: Embedder, model: str) -> Embedder:
@@ -96,7 +92,7 @@ def _encoded(row: np.ndarray, body: EmbeddingsRequest) -> list[float] | str:
 
 async def rerank(request: Request) -> Response:
     """Proxy to the configured rerank endpoint; 501 when there is none."""
-    services: Services = request.app.state.services
+    services = services_of(request)
     if services.reranker is None:
         raise InputError(501, "not_implemented", RerankerMissing.message)
     data = await read_json(request, services.settings.max_body_bytes)

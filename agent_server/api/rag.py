@@ -6,13 +6,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from agent_server.api.http import read_json
+from agent_server.api.http import actor_of, parse_body, read_json, services_of
 from agent_server.auth.principals import principal_of
 from agent_server.knowledge.answer import answer_with_citations
 from agent_server.knowledge.ingest import SourceFile
@@ -20,9 +20,8 @@ from agent_server.knowledge.library import KnowledgeBase
 from agent_server.knowledge.vectors.base import Hit, SearchFilter
 from agent_server.runtime.knowledge_tools import hit_json
 from agent_server.services import Services
-from agent_server.store.base import Actor
 from agent_server.store.documents import IngestJob
-from protocol.input import InputError, StrictModel, describe_validation_error
+from protocol.input import InputError, StrictModel
 
 KNOWLEDGE_BASE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_FILES = 1000
@@ -67,10 +66,6 @@ class IngestRequest(StrictModel):
     tags: list[str] = Field(default_factory=list, max_length=20)
 
 
-def _services(request: Request) -> Services:
-    return request.app.state.services
-
-
 def _knowledge(services: Services) -> KnowledgeBase:
     if services.knowledge is None:
         raise InputError(404, "knowledge_base_off", "the knowledge base is off (CITADEL_RETRIEVAL)")
@@ -84,30 +79,19 @@ def _base_name(services: Services, name: str | None) -> str:
     return name
 
 
-def _parse(model: type[StrictModel], data: Any) -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as error:
-        raise InputError(422, "invalid_input", describe_validation_error(error, data)) from None
-
-
-def _actor(request: Request) -> Actor:
-    return Actor(principal_of(request).user_id, request.client.host if request.client else None)
-
-
 # Ingestion -----------------------------------------------------------------------------------
 
 
 async def ingest(request: Request) -> Response:
     """Queue files (multipart ``file`` fields) or texts (JSON) for ingestion; 202 with the
     job to follow at ``GET /rag/jobs/{id}``."""
-    services = _services(request)
+    services = services_of(request)
     _knowledge(services)
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         name, files, tags = await _uploaded(request, services)
     else:
-        body: IngestRequest = _parse(
+        body: IngestRequest = parse_body(
             IngestRequest, await read_json(request, services.settings.max_upload_bytes)
         )
         name, tags = body.knowledge_base, body.tags
@@ -117,7 +101,7 @@ async def ingest(request: Request) -> Response:
         ]
     base = _base_name(services, name)
     assert services.ingest_jobs is not None
-    job = await services.ingest_jobs.submit(base, files, _actor(request), tags)
+    job = await services.ingest_jobs.submit(base, files, actor_of(request), tags)
     return JSONResponse({"job": job_json(job)}, 202, headers={"Location": f"/rag/jobs/{job.id}"})
 
 
@@ -150,7 +134,7 @@ async def _uploaded(
 
 
 async def get_job(request: Request) -> Response:
-    services = _services(request)
+    services = services_of(request)
     job = (
         await services.ingest_jobs.get(request.path_params["job_id"])
         if services.ingest_jobs
@@ -185,7 +169,7 @@ def job_json(job: IngestJob) -> dict[str, Any]:
 
 
 async def list_documents(request: Request) -> Response:
-    services = _services(request)
+    services = services_of(request)
     knowledge = _knowledge(services)
     base = _base_name(services, request.query_params.get("knowledgeBase"))
     records = await knowledge.documents.list_documents(knowledge.collection(base))
@@ -208,11 +192,11 @@ async def list_documents(request: Request) -> Response:
 
 
 async def delete_document(request: Request) -> Response:
-    services = _services(request)
+    services = services_of(request)
     knowledge = _knowledge(services)
     base = _base_name(services, request.query_params.get("knowledgeBase"))
     document_id = request.path_params["document_id"]
-    if not await knowledge.delete(base, document_id, _actor(request)):
+    if not await knowledge.delete(base, document_id, actor_of(request)):
         raise InputError(404, "document_not_found", f"no document {document_id!r} in {base!r}")
     return Response(status_code=204)
 
@@ -221,20 +205,7 @@ async def delete_document(request: Request) -> Response:
 
 
 async def query(request: Request) -> Response:
-    services = _services(request)
-    knowledge = _knowledge(services)
-    body: QueryRequest = _parse(
-        QueryRequest, await read_json(request, services.settings.max_body_bytes)
-    )
-    base = _base_name(services, body.knowledge_base)
-    [hits] = await knowledge.search_many(
-        base,
-        [body.query],
-        top_k=body.top_k,
-        score_threshold=body.score_threshold,
-        filter=body.filters.search_filter(),
-        rerank=body.rerank,
-    )
+    services, body, [hits] = await _search(request, QueryRequest)
     result: dict[str, Any] = {"query": body.query, "hits": _hits(hits)}
     if body.answer:
         answered = await answer_with_citations(services.model, body.query, hits)
@@ -243,20 +214,7 @@ async def query(request: Request) -> Response:
 
 
 async def batch_query(request: Request) -> Response:
-    services = _services(request)
-    knowledge = _knowledge(services)
-    body: BatchQueryRequest = _parse(
-        BatchQueryRequest, await read_json(request, services.settings.max_body_bytes)
-    )
-    base = _base_name(services, body.knowledge_base)
-    found = await knowledge.search_many(
-        base,
-        body.queries,
-        top_k=body.top_k,
-        score_threshold=body.score_threshold,
-        filter=body.filters.search_filter(),
-        rerank=body.rerank,
-    )
+    _, body, found = await _search(request, BatchQueryRequest)
     return JSONResponse(
         {
             "results": [
@@ -265,6 +223,24 @@ async def batch_query(request: Request) -> Response:
             ]
         }
     )
+
+
+async def _search(
+    request: Request, model: type[QueryRequest] | type[BatchQueryRequest]
+) -> tuple[Services, Any, list[list[Hit]]]:
+    """The request's body and the hits of each of its queries."""
+    services = services_of(request)
+    knowledge = _knowledge(services)
+    body = parse_body(model, await read_json(request, services.settings.max_body_bytes))
+    found = await knowledge.search_many(
+        _base_name(services, body.knowledge_base),
+        body.queries if isinstance(body, BatchQueryRequest) else [body.query],
+        top_k=body.top_k,
+        score_threshold=body.score_threshold,
+        filter=body.filters.search_filter(),
+        rerank=body.rerank,
+    )
+    return services, body, found
 
 
 def _hits(hits: list[Hit]) -> list[dict[str, Any]]:

@@ -12,26 +12,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from agent_server.api.http import read_json
+from agent_server.api.http import actor_of, read_json, services_of
 from agent_server.auth.principals import principal_of
-from agent_server.services import Services
-from agent_server.store.base import Actor, ThreadSummary
+from agent_server.store.base import ThreadSummary
 from protocol.input import InputError
 
 MAX_PAGE = 100
 MAX_TITLE = 200
 
 
-def _services(request: Request) -> Services:
-    return request.app.state.services
-
-
-def _actor(request: Request) -> Actor:
-    return Actor(principal_of(request).user_id, request.client.host if request.client else None)
-
-
 async def list_threads(request: Request) -> Response:
-    services = _services(request)
+    services = services_of(request)
     limit = _limit(request.query_params.get("limit", "20"))
     before = _decode_cursor(request.query_params.get("cursor"))
     owner = principal_of(request).user_id
@@ -43,7 +34,7 @@ async def list_threads(request: Request) -> Response:
 
 
 async def get_thread(request: Request) -> Response:
-    services = _services(request)
+    services = services_of(request)
     thread_id = request.path_params["thread_id"]
     record = await services.store.load(thread_id)
     if record is None or record.owner != principal_of(request).user_id:
@@ -60,27 +51,27 @@ async def get_thread(request: Request) -> Response:
 
 
 async def rename_thread(request: Request) -> Response:
-    services = _services(request)
+    services = services_of(request)
     thread_id = request.path_params["thread_id"]
     data = await read_json(request, services.settings.max_body_bytes)
     title = data.get("title") if isinstance(data, dict) else None
     if not isinstance(title, str) or len(title) > MAX_TITLE:
         raise InputError(422, "invalid_input", f"title must be a string of at most {MAX_TITLE}")
     owner = principal_of(request).user_id
-    if not await services.store.rename_thread(thread_id, owner, title, _actor(request)):
+    if not await services.store.rename_thread(thread_id, owner, title, actor_of(request)):
         raise _not_found(thread_id)
     return JSONResponse({"id": thread_id, "title": title})
 
 
 async def delete_thread(request: Request) -> Response:
     """Deletes messages, runs and events; a run in progress is stopped first."""
-    services = _services(request)
+    services = services_of(request)
     thread_id = request.path_params["thread_id"]
     owner = principal_of(request).user_id
     active = services.runs.active_run(thread_id)
     if active is not None and active.owner == owner:
         await services.runs.stop(thread_id, owner)
-    if not await services.store.delete_thread(thread_id, owner, _actor(request)):
+    if not await services.store.delete_thread(thread_id, owner, actor_of(request)):
         raise _not_found(thread_id)
     return Response(status_code=204)
 
