@@ -5,14 +5,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import HTTPConnection
 
 from agent_server import __version__
 from agent_server.auth.principals import LOCAL_USER, Principal
 from agent_server.config import ConfigError, Settings
-from agent_server.knowledge.embedders import create_embedder
+from agent_server.knowledge.embedders import create_embedder, knowledge_client
 from agent_server.knowledge.embedders.base import Embedder
 from agent_server.knowledge.embedders.cache import CachedEmbedder
 from agent_server.knowledge.ingest import IngestJobs, files_under
@@ -34,6 +34,9 @@ from agent_server.store.base import Actor, ThreadStore
 from agent_server.store.documents import DocumentStore
 from agent_server.store.memory import MemoryDocumentStore, MemoryThreadStore
 from protocol.input import InputLimits
+
+if TYPE_CHECKING:
+    import asyncpg
 
 logger = logging.getLogger("citadel")
 
@@ -196,16 +199,7 @@ async def start_services(settings: Settings, model: ChatModel) -> Services:
 def open_reranker(settings: Settings, resources: contextlib.AsyncExitStack) -> Reranker | None:
     if not settings.rerank_url:
         return None
-    from agent_server.models.resilience import CircuitBreaker, ResilientHTTP, RetryPolicy, Timeouts
-
-    api_key = settings.rerank_api_key.get_secret_value() if settings.rerank_api_key else None
-    http = ResilientHTTP(
-        f"reranker at {settings.rerank_url}",
-        timeouts=Timeouts(connect=settings.llm_connect_timeout, first_byte=settings.embed_timeout),
-        retry=RetryPolicy(attempts=settings.llm_retries + 1),
-        breaker=CircuitBreaker(),
-        api_key=api_key,
-    )
+    http = knowledge_client(f"reranker at {settings.rerank_url}", settings.rerank_api_key, settings)
     reranker = Reranker(settings.rerank_url, settings.rerank_model, http)
     resources.push_async_callback(reranker.aclose)
     return reranker
@@ -283,7 +277,7 @@ async def _open_stores(
     return store, PostgresDocumentStore(pool)
 
 
-async def open_database(settings: Settings, resources: contextlib.AsyncExitStack) -> Any:
+async def open_database(settings: Settings, resources: contextlib.AsyncExitStack) -> asyncpg.Pool:
     """A pool on the configured database (the embedded one if no URL is set), migrated."""
     from agent_server.store.embedded import database_url
     from agent_server.store.migrations import upgrade

@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from agent_server.api.http import parse_body, read_json, services_of
 from agent_server.knowledge.embedders.base import Embedder
+from agent_server.knowledge.embedders.registry import model_key
 from agent_server.knowledge.library import RerankerMissing
 from protocol.input import InputError, StrictModel
 
@@ -73,9 +74,7 @@ def _parse(data: Any) -> EmbeddingsRequest:
 
 def _route(embedder: Embedder, model: str) -> Embedder:
     """The embedder serving ``model``: asked by its name, with or without a tag or owner."""
-    wanted = model.lower().rsplit("/", 1)[-1].split(":", 1)[0]
-    served = embedder.model.lower().rsplit("/", 1)[-1].split(":", 1)[0]
-    if wanted != served:
+    if model_key(model) != model_key(embedder.model):
         raise InputError(
             404,
             "model_not_found",

@@ -7,7 +7,10 @@ from typing import TYPE_CHECKING
 from agent_server.knowledge.embedders.base import Embedder
 
 if TYPE_CHECKING:  # the ONNX export imports this package in a venv without the server's deps
+    from pydantic import SecretStr
+
     from agent_server.config import Settings
+    from agent_server.models.resilience import ResilientHTTP
 
 
 def create_embedder(settings: Settings) -> Embedder:
@@ -17,6 +20,20 @@ def create_embedder(settings: Settings) -> Embedder:
 
         return EmbeddedEmbedder()
     from agent_server.knowledge.embedders.http import OLLAMA, OPENAI, HTTPEmbedder
+
+    assert settings.embed_url and settings.embed_model  # Settings.problems() guarantees both
+    dialect = OLLAMA if settings.embedder == "ollama" else OPENAI
+    http = knowledge_client(
+        f"{dialect.provider} at {settings.embed_url}", settings.embed_api_key, settings
+    )
+    return HTTPEmbedder(
+        dialect, settings.embed_url, settings.embed_model, http, settings.embed_batch_size
+    )
+
+
+def knowledge_client(name: str, api_key: SecretStr | None, settings: Settings) -> ResilientHTTP:
+    """The resilient HTTP client of a knowledge-base server (embedder, reranker): the chat
+    model's connect timeout and retries, ``CITADEL_EMBED_TIMEOUT`` for a whole answer."""
     from agent_server.models.resilience import (
         CircuitBreaker,
         ResilientHTTP,
@@ -24,16 +41,10 @@ def create_embedder(settings: Settings) -> Embedder:
         Timeouts,
     )
 
-    assert settings.embed_url and settings.embed_model  # Settings.problems() guarantees both
-    dialect = OLLAMA if settings.embedder == "ollama" else OPENAI
-    api_key = settings.embed_api_key.get_secret_value() if settings.embed_api_key else None
-    http = ResilientHTTP(
-        f"{dialect.provider} at {settings.embed_url}",
+    return ResilientHTTP(
+        name,
         timeouts=Timeouts(connect=settings.llm_connect_timeout, first_byte=settings.embed_timeout),
         retry=RetryPolicy(attempts=settings.llm_retries + 1),
         breaker=CircuitBreaker(),
-        api_key=api_key,
-    )
-    return HTTPEmbedder(
-        dialect, settings.embed_url, settings.embed_model, http, settings.embed_batch_size
+        api_key=api_key.get_secret_value() if api_key else None,
     )

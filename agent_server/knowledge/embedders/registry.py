@@ -19,9 +19,15 @@ KNOWN_DIMENSIONS = {
 }
 
 
+def model_key(model: str) -> str:
+    """``model`` without its owner and tag, lower-cased: how one model is recognised under the
+    names different servers give it."""
+    return model.lower().rsplit("/", 1)[-1].split(":", 1)[0]
+
+
 def known_dimensions(model: str) -> int | None:
     """The dimensions of ``model``, or None if it is not one we know."""
-    name = model.lower().rsplit("/", 1)[-1].split(":", 1)[0]
+    name = model_key(model)
     for known, dimensions in KNOWN_DIMENSIONS.items():
         if name == known or name.startswith(f"{known}-v"):
             return dimensions
