@@ -23,20 +23,31 @@ from protocol.verifier import verify_events
 READ_SIZE = 256 * 1024
 
 
-def run_input(prompt: str) -> bytes:
-    """A RunAgentInput from a 1.0 client on a fresh thread, with ``prompt`` as the user turn."""
+def run_input(
+    prompt: str | list[dict[str, Any]],
+    *,
+    thread_id: str | None = None,
+    run_id: str | None = None,
+) -> bytes:
+    """A RunAgentInput from a 1.0 client: ``prompt`` as the user turn, or the messages given
+    (a thread's history); a fresh thread and run unless named."""
+    messages = [user_message(prompt)] if isinstance(prompt, str) else prompt
     return orjson.dumps(
         {
-            "threadId": uuid.uuid4().hex,
-            "runId": uuid.uuid4().hex,
+            "threadId": thread_id or uuid.uuid4().hex,
+            "runId": run_id or uuid.uuid4().hex,
             "protocolVersion": "1.0",
             "state": {},
-            "messages": [{"id": uuid.uuid4().hex, "role": "user", "content": prompt}],
+            "messages": messages,
             "tools": [],
             "context": [],
             "forwardedProps": {},
         }
     )
+
+
+def user_message(text: str) -> dict[str, Any]:
+    return {"id": uuid.uuid4().hex, "role": "user", "content": text}
 
 
 class BodyReader:

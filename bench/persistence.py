@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import orjson
 
 from bench import concurrency
-from bench.client import frame_event, new_loop, post_sse
+from bench.client import frame_event, new_loop, post_sse, run_input, user_message
 from bench.servers import running
 
 STORES = ("citadel", "citadel_postgres")
@@ -90,31 +90,14 @@ class PersistenceResult:
         return next(h for h in self.hydrations if h.server == server)
 
 
-def _body(thread_id: str, run_id: str, messages: list[dict]) -> bytes:
-    return orjson.dumps(
-        {
-            "threadId": thread_id,
-            "runId": run_id,
-            "protocolVersion": "1.0",
-            "state": {},
-            "messages": messages,
-            "tools": [],
-            "context": [],
-            "forwardedProps": {},
-        }
-    )
-
-
-def _user(text: str) -> dict:
-    return {"id": uuid.uuid4().hex, "role": "user", "content": text}
-
-
 async def _burst(port: int, server: str) -> tuple[Burst, list[tuple[str, str, int]]]:
     """All runs at once; returns the measure and (thread, run, events) of each run."""
     runs = [(uuid.uuid4().hex, uuid.uuid4().hex) for _ in range(BURST_RUNS)]
     prompt = f"deltas={BURST_DELTAS}"
     start = time.perf_counter()
-    streams = await asyncio.gather(*(post_sse(port, _body(t, r, [_user(prompt)])) for t, r in runs))
+    streams = await asyncio.gather(
+        *(post_sse(port, run_input(prompt, thread_id=t, run_id=r)) for t, r in runs)
+    )
     wall = time.perf_counter() - start
     for stream in streams:
         if stream.status != 200 or stream.frames < BURST_DELTAS:
@@ -171,11 +154,11 @@ async def _hydrate(port: int, server: str) -> Hydration:
     history = [
         {"id": uuid.uuid4().hex, "role": "assistant", "content": sentence}
         if index % 2
-        else _user(sentence)
+        else user_message(sentence)
         for index in range(HYDRATION_MESSAGES - 2)
     ]
-    history.append(_user("deltas=20"))
-    built = await post_sse(port, _body(thread_id, uuid.uuid4().hex, history))
+    history.append(user_message("deltas=20"))
+    built = await post_sse(port, run_input(history, thread_id=thread_id))
     if built.status != 200:
         raise RuntimeError(f"{server}: building the thread answered {built.status}")
     body = orjson.dumps({"threadId": thread_id, "protocolVersion": "1.0"})
