@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     knowledge_base: str = "docs"  # the base the agent's tools search and add to
     demo_docs: Path | None = Path("docs")  # ingested into an empty knowledge base at start
     retrieval: Literal["auto", "always", "off"] | None = None  # default: always for embedded
+    hybrid_search: bool = True  # fuse dense and BM25 sparse candidates (RRF); false: dense only
     chunk_size: int = Field(800, ge=100, le=8000)  # characters of text per chunk
     chunk_overlap: int = Field(100, ge=0)
     max_file_bytes: int = Field(32 * 1024 * 1024, ge=1024)  # one ingested file

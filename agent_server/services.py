@@ -236,6 +236,7 @@ async def open_knowledge(
         documents,
         ChunkingSettings(settings.chunk_size, settings.chunk_overlap, settings.max_file_bytes),
         reranker,
+        hybrid=settings.hybrid_search,
     )
 
 

@@ -61,8 +61,13 @@ def load_questions(path: Path = QUESTIONS) -> list[tuple[str, str]]:
 
 
 async def score(
-    embedder: EmbeddedEmbedder, docs: Path = DOCS, questions: Path = QUESTIONS, top_k: int = 5
-) -> Quality:
+    embedder: EmbeddedEmbedder,
+    docs: Path = DOCS,
+    questions: Path = QUESTIONS,
+    top_k: int = 5,
+    modes: tuple[str, ...] = ("dense",),
+) -> dict[str, Quality]:
+    """Quality of each search mode (``dense``, ``hybrid``) over one ingestion."""
     with tempfile.TemporaryDirectory() as data_dir:
         vectors = EdgeVectorStore(Path(data_dir))
         try:
@@ -72,37 +77,53 @@ async def score(
             if job.errors:
                 raise RuntimeError(f"docs/ did not ingest cleanly: {job.errors}")
             labelled = load_questions(questions)
-            found = await knowledge.search_many("docs", [q for q, _ in labelled], top_k=top_k)
+            found = {
+                mode: await knowledge.search_many(
+                    "docs", [q for q, _ in labelled], top_k=top_k, hybrid=mode == "hybrid"
+                )
+                for mode in modes
+            }
         finally:
             await vectors.aclose()
-    return Quality(
-        [
-            Scored(question, expected, [Path(hit.payload["source"]).name for hit in hits])
-            for (question, expected), hits in zip(labelled, found, strict=True)
-        ]
-    )
+    return {
+        mode: Quality(
+            [
+                Scored(question, expected, [Path(hit.payload["source"]).name for hit in hits])
+                for (question, expected), hits in zip(labelled, found[mode], strict=True)
+            ]
+        )
+        for mode in modes
+    }
 
 
-def report(quality: Quality) -> str:
+def report(qualities: dict[str, Quality]) -> str:
+    count = len(next(iter(qualities.values())).scored)
     lines = [
-        f"Retrieval on docs/: {len(quality.scored)} labelled questions "
-        f"({QUESTIONS.relative_to(ROOT)}), embedded all-MiniLM-L6-v2, top 5 chunks.",
+        f"Retrieval on docs/: {count} labelled questions "
+        f"({QUESTIONS.relative_to(ROOT)}), embedded all-MiniLM-L6-v2, top 5 chunks; hybrid = "
+        "dense + BM25 sparse, fused by reciprocal rank.",
         "",
-        "| hit@1 | hit@3 | hit@5 | MRR | goal |",
-        "|---:|---:|---:|---:|---|",
-        f"| {quality.hit_at(1):.2f} | {quality.hit_at(3):.2f} | {quality.hit_at(5):.2f} "
-        f"| {quality.mrr:.2f} | hit@5 >= {GOAL_HIT_AT_5} "
-        f"{'PASS' if quality.hit_at(5) >= GOAL_HIT_AT_5 else 'FAIL'} |",
+        "| search | hit@1 | hit@3 | hit@5 | MRR | goal |",
+        "|---|---:|---:|---:|---:|---|",
     ]
-    for miss in quality.misses():
-        lines.append(f"- missed: {miss.question!r} (want {miss.expected}, got {miss.ranked})")
+    for mode, quality in qualities.items():
+        verdict = "PASS" if quality.hit_at(5) >= GOAL_HIT_AT_5 else "FAIL"
+        lines.append(
+            f"| {mode} | {quality.hit_at(1):.2f} | {quality.hit_at(3):.2f} "
+            f"| {quality.hit_at(5):.2f} | {quality.mrr:.2f} | hit@5 >= {GOAL_HIT_AT_5} {verdict} |"
+        )
+    for mode, quality in qualities.items():
+        for miss in quality.misses():
+            lines.append(
+                f"- {mode} missed: {miss.question!r} (want {miss.expected}, got {miss.ranked})"
+            )
     return "\n".join(lines)
 
 
 async def _main() -> None:
     embedder = EmbeddedEmbedder()
     try:
-        print(report(await score(embedder)))
+        print(report(await score(embedder, modes=("dense", "hybrid"))))
     finally:
         await embedder.aclose()
 

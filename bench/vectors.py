@@ -4,8 +4,9 @@ versus qdrant-client local mode, on clustered 384-d vectors.
     .venv/bin/python bench/vectors.py [--sizes 10000 100000] [--queries 200]
 
 Prints upsert points/s and search p50/p95 (ms) with and without a filter (source, 20 % of
-points), and edge's speed-up. Local mode is brute force in Python, so at 100k it runs only a
-few queries.
+points), and hybrid (dense + BM25 sparse, RRF) search, and edge's speed-up. Every point also
+has a sparse vector of a 30-word text drawn from a 5,000-word Zipf vocabulary; a hybrid query
+has 4 such words. Local mode is brute force in Python, so at 100k it runs only a few queries.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agent_server.knowledge.sparse import SparseEncoder
 from agent_server.knowledge.vectors import Point, SearchFilter, SearchRequest, VectorStore
 from agent_server.knowledge.vectors.edge import EdgeVectorStore
 from agent_server.knowledge.vectors.qdrant import QdrantVectorStore
@@ -37,16 +39,26 @@ def clustered(n: int, seed: int = 0) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
+def texts(n: int, words: int, seed: int) -> list[str]:
+    """Texts whose word frequencies follow Zipf's law, like prose."""
+    rng = np.random.default_rng(seed)
+    ranks = np.minimum(rng.zipf(1.2, (n, words)), 5_000)
+    return [" ".join(f"w{r}" for r in row) for row in ranks]
+
+
 def payload(i: int) -> dict[str, object]:
     return {"source": f"src{i % 5}", "document_id": f"doc{i // 20}", "tags": [f"t{i % 7}"]}
 
 
 async def run(store: VectorStore, vectors: np.ndarray, queries: np.ndarray) -> dict[str, float]:
+    encoder = SparseEncoder(chunk_chars=200)
+    sparse = encoder.documents(texts(len(vectors), 30, seed=1))
+    terms = [encoder.query(text) for text in texts(len(queries), 4, seed=2)]
     await store.ensure_collection(COLLECTION, DIMS)
     started = time.perf_counter()
     for s in range(0, len(vectors), 1_000):
         batch = [
-            Point(str(uuid.UUID(int=i + 1)), vectors[i].tolist(), payload(i))
+            Point(str(uuid.UUID(int=i + 1)), vectors[i].tolist(), payload(i), sparse[i])
             for i in range(s, min(len(vectors), s + 1_000))
         ]
         await store.upsert(COLLECTION, batch)
@@ -57,11 +69,16 @@ async def run(store: VectorStore, vectors: np.ndarray, queries: np.ndarray) -> d
         await store.wait_indexed()
         indexing = time.perf_counter() - started
     out = {"upsert pts/s": upsert, "total s": 0.0, "indexing wait s": indexing}
-    for label, f in (("", SearchFilter()), ("filtered ", FILTER)):
+    for label, f, hybrid in (
+        ("", SearchFilter(), False),
+        ("filtered ", FILTER, False),
+        ("hybrid ", SearchFilter(), True),
+    ):
         times = []
-        for q in queries:
+        for q, words in zip(queries, terms, strict=True):
+            request = SearchRequest(q.tolist(), 10, None, f, words if hybrid else None)
             t = time.perf_counter()
-            await store.search(COLLECTION, SearchRequest(q.tolist(), limit=10, filter=f))
+            await store.search(COLLECTION, request)
             times.append(time.perf_counter() - t)
         out[f"{label}p50 ms"] = float(np.median(times) * 1000)
         out[f"{label}p95 ms"] = float(np.percentile(times, 95) * 1000)

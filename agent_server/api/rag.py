@@ -40,6 +40,7 @@ class Filters(StrictModel):
 class QueryOptions(StrictModel):
     knowledge_base: str | None = None
     top_k: int = Field(5, ge=1, le=50)
+    hybrid: bool | None = None  # default: CITADEL_HYBRID_SEARCH
     rerank: bool = False
     score_threshold: float | None = Field(None, ge=-1, le=1)
     filters: Filters = Field(default_factory=Filters)
@@ -238,6 +239,7 @@ async def _search(
         top_k=body.top_k,
         score_threshold=body.score_threshold,
         filter=body.filters.search_filter(),
+        hybrid=body.hybrid,
         rerank=body.rerank,
     )
     return services, body, found

@@ -19,6 +19,7 @@ from typing import Any
 from agent_server.knowledge.documents import Chunk, Document, chunk, read_document
 from agent_server.knowledge.embedders.base import Embedder
 from agent_server.knowledge.rerank import Reranker
+from agent_server.knowledge.sparse import SparseEncoder
 from agent_server.knowledge.vectors.base import (
     Hit,
     Point,
@@ -70,12 +71,16 @@ class KnowledgeBase:
         documents: DocumentStore,
         chunking: ChunkingSettings | None = None,
         reranker: Reranker | None = None,
+        *,
+        hybrid: bool = True,
     ) -> None:
         self.embedder = embedder
         self.vectors = vectors
         self.documents = documents
         self.reranker = reranker
+        self.hybrid = hybrid  # the default of searches that do not say
         self.chunking = chunking or ChunkingSettings()
+        self.sparse = SparseEncoder(self.chunking.size)
         self._ready: set[str] = set()  # collections known to exist
 
     def collection(self, knowledge_base: str) -> str:
@@ -111,11 +116,14 @@ class KnowledgeBase:
         retag = previous is not None and previous.tags != tags
         todo = [item for item in chunks if retag or item.id not in known]
         if todo:
-            vectors = await self.embedder.embed([item.embed_text for item in todo])
+            texts = [item.embed_text for item in todo]
+            vectors = await self.embedder.embed(texts)
             await self._ensure(collection)
             points = [
-                Point(item.id, vector.tolist(), _payload(item, document, tags))
-                for item, vector in zip(todo, vectors, strict=True)
+                Point(item.id, vector.tolist(), _payload(item, document, tags), sparse)
+                for item, vector, sparse in zip(
+                    todo, vectors, self.sparse.documents(texts), strict=True
+                )
             ]
             await self.vectors.upsert(collection, points)
         stale = known - {item.id for item in chunks}
@@ -156,23 +164,32 @@ class KnowledgeBase:
         top_k: int = 5,
         score_threshold: float | None = None,
         filter: SearchFilter | None = None,
+        hybrid: bool | None = None,
         rerank: bool = False,
     ) -> list[list[Hit]]:
         """For each query, the chunks nearest to it, best first; the queries are embedded
-        in one call. ``rerank``: fetch more candidates and let the reranker order them (its
-        relevance becomes the score)."""
+        in one call. ``hybrid`` (default :attr:`hybrid`): fuse with the chunks sharing the
+        query's terms (see :mod:`.vectors.base`). ``rerank``: fetch more candidates and let
+        the reranker order them (its relevance becomes the score)."""
         if rerank and self.reranker is None:
             raise RerankerMissing()
         collection = self.collection(knowledge_base)
         vectors = await self.embedder.embed(list(queries))
         await self._ensure(collection)
         limit = min(top_k * RERANK_CANDIDATES, 100) if rerank else top_k
+        hybrid = self.hybrid if hybrid is None else hybrid
         found = [
             await self.vectors.search(
                 collection,
-                SearchRequest(vector.tolist(), limit, score_threshold, filter or SearchFilter()),
+                SearchRequest(
+                    vector.tolist(),
+                    limit,
+                    score_threshold,
+                    filter or SearchFilter(),
+                    self.sparse.query(query) if hybrid else None,
+                ),
             )
-            for vector in vectors
+            for query, vector in zip(queries, vectors, strict=True)
         ]
         if not rerank:
             return found
@@ -198,10 +215,16 @@ class KnowledgeBase:
         top_k: int = 5,
         score_threshold: float | None = None,
         filter: SearchFilter | None = None,
+        hybrid: bool | None = None,
     ) -> list[Hit]:
         """The chunks nearest to ``query``, best first."""
         [hits] = await self.search_many(
-            knowledge_base, [query], top_k=top_k, score_threshold=score_threshold, filter=filter
+            knowledge_base,
+            [query],
+            top_k=top_k,
+            score_threshold=score_threshold,
+            filter=filter,
+            hybrid=hybrid,
         )
         return hits
 

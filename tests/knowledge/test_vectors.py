@@ -15,8 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import qdrant_edge as qe
+from qdrant_client import models
 
 from agent_server.knowledge.errors import RetrievalUnavailable
+from agent_server.knowledge.sparse import SparseEncoder
 from agent_server.knowledge.vectors import (
     Point,
     SearchFilter,
@@ -173,6 +176,106 @@ async def test_dimension_mismatch(store: VectorStore, collection: str) -> None:
     await store.ensure_collection(collection, DIMS)  # idempotent
     with pytest.raises(ValueError, match=f"{DIMS}.*{DIMS + 1}"):
         await store.ensure_collection(collection, DIMS + 1)
+
+
+# Hybrid search -------------------------------------------------------------------------------
+
+WORDS = ("postgres", "redis", "qdrant", "clerk", "livekit", "ollama", "uvicorn", "docker")
+
+
+def worded(i: int) -> str:
+    """Each point's text: two common words, and point 123 alone holds a rare identifier."""
+    text = f"{WORDS[i % 8]} {WORDS[(i // 8) % 8]} chunk number {i}"
+    return text + " CITADEL_EVENT_RETENTION" if i == 123 else text
+
+
+def sparse_points(vectors: np.ndarray) -> list[Point]:
+    encoder = SparseEncoder(chunk_chars=40)
+    return [
+        Point(p.id, p.vector, p.payload, sparse)
+        for p, sparse in zip(
+            points(vectors),
+            encoder.documents([worded(i) for i in range(len(vectors))]),
+            strict=True,
+        )
+    ]
+
+
+async def test_hybrid_finds_the_rare_term_dense_search_misses(
+    store: VectorStore, collection: str
+) -> None:
+    await store.ensure_collection(collection, DIMS)
+    await store.upsert(collection, sparse_points(VECTORS))
+    query = VECTORS[7].tolist()  # meaning: near point 7, far from point 123
+    terms = SparseEncoder(chunk_chars=40).query("where is CITADEL_EVENT_RETENTION set?")
+    rare = str(uuid.UUID(int=124))
+    dense = await store.search(collection, SearchRequest(query, limit=5))
+    hybrid = await store.search(collection, SearchRequest(query, limit=5, sparse=terms))
+    assert rare not in [h.id for h in dense]
+    assert rare in [h.id for h in hybrid][:2]  # the only term match ranks first in its list
+    assert dense[0].id in [h.id for h in hybrid][:2]  # and the best dense match stays on top
+    assert len(hybrid) == 5
+
+
+async def test_hybrid_search_keeps_filters_and_the_dense_threshold(
+    store: VectorStore, collection: str
+) -> None:
+    await store.ensure_collection(collection, DIMS)
+    await store.upsert(collection, sparse_points(VECTORS))
+    terms = SparseEncoder(chunk_chars=40).query("CITADEL_EVENT_RETENTION")
+    only = SearchFilter(sources=("src1",))  # point 123 is in src3
+    hits = await store.search(
+        collection, SearchRequest(VECTORS[7].tolist(), limit=8, filter=only, sparse=terms)
+    )
+    assert hits and all(matches(h.payload, only) for h in hits)
+    # A threshold no dense candidate reaches leaves the term matches alone.
+    hits = await store.search(
+        collection,
+        SearchRequest(VECTORS[7].tolist(), limit=5, score_threshold=1.01, sparse=terms),
+    )
+    assert [h.id for h in hits] == [str(uuid.UUID(int=124))]
+
+
+async def test_points_without_sparse_vectors_are_found_by_hybrid_search(
+    store: VectorStore, collection: str
+) -> None:
+    await filled(store, collection)  # dense only, as a point embedded elsewhere would be
+    terms = SparseEncoder(chunk_chars=40).query("postgres")
+    hits = await store.search(
+        collection, SearchRequest(VECTORS[42].tolist(), limit=3, sparse=terms)
+    )
+    assert [h.id for h in hits] == brute_force(VECTORS, VECTORS[42], SearchFilter(), 3)
+
+
+@pytest.mark.parametrize("kind", ["edge", "qdrant-memory"])
+async def test_a_collection_made_before_hybrid_search_answers_dense(
+    kind: str, tmp_path: Path
+) -> None:
+    """An old collection (no sparse vector in its config) takes sparse points and queries."""
+    vs: VectorStore
+    if kind == "edge":
+        old = qe.EdgeShard.create(
+            str(tmp_path / "qdrant" / COLLECTION),
+            qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=DIMS, distance=qe.Distance.Cosine)),
+        )
+        old.close()
+        vs = EdgeVectorStore(tmp_path)
+    else:
+        vs = QdrantVectorStore(location=":memory:")
+        await vs._client.create_collection(
+            COLLECTION,
+            vectors_config=models.VectorParams(size=DIMS, distance=models.Distance.COSINE),
+        )
+    try:
+        await vs.ensure_collection(COLLECTION, DIMS)
+        await vs.upsert(COLLECTION, sparse_points(VECTORS))
+        terms = SparseEncoder(chunk_chars=40).query("CITADEL_EVENT_RETENTION")
+        hits = await vs.search(
+            COLLECTION, SearchRequest(VECTORS[7].tolist(), limit=5, sparse=terms)
+        )
+        assert [h.id for h in hits] == brute_force(VECTORS, VECTORS[7], SearchFilter(), 5)
+    finally:
+        await vs.aclose()
 
 
 # Edge only -------------------------------------------------------------------------------------

@@ -77,6 +77,43 @@ async def test_query_batch_answer_and_delete(ollama):
     assert all(hit["source"] != "handbook/garden.md" for hit in after["hits"])
 
 
+BOILER = [
+    {
+        "name": f"boiler/{name}.md",
+        "text": f"# Boiler\n\n## {title}\n{body}",
+    }
+    for name, title, body in (
+        ("pressure", "Low pressure", "When the gauge reads under one bar the boiler stops "
+         "heating; open the filling loop until it reads 1.5 bar."),
+        ("ignition", "Ignition fault", "If the burner does not light, the display shows fault "
+         "code F28: check that the gas valve is open, then reset the boiler."),
+        ("radiators", "Cold radiators", "Radiators that are cold at the top hold air: bleed "
+         "them with a radiator key until water comes out."),
+        ("service", "Yearly service", "Have the boiler serviced every year by a registered "
+         "engineer, before the heating season."),
+        ("thermostat", "Thermostat", "The room thermostat switches the boiler on below the "
+         "set temperature; put it away from radiators and draughts."),
+    )
+]  # fmt: skip
+
+
+async def test_hybrid_search_is_the_default_and_can_be_turned_off(ollama):
+    async with citadel(double_model(ollama)) as url, httpx.AsyncClient(base_url=url) as client:
+        await ingest(url, BOILER)
+        default = (await client.post("/rag/query", json={"query": "F28", "topK": 3})).json()
+        dense = (
+            await client.post("/rag/query", json={"query": "F28", "topK": 3, "hybrid": False})
+        ).json()
+        bad = await client.post("/rag/query", json={"query": "F28", "hybrid": "sometimes"})
+    # Hybrid (the default): first in both lists, so the fused score is 1/2 + 1/2 (RRF, k=2).
+    assert default["hits"][0]["source"] == "boiler/ignition.md"
+    assert default["hits"][0]["score"] == 1.0
+    # Dense only: the same passage, scored by cosine similarity alone.
+    assert dense["hits"][0]["source"] == "boiler/ignition.md"
+    assert 0 < dense["hits"][0]["score"] < 0.9
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_input"
+
+
 @pytest.mark.parametrize(
     ("method", "path", "kwargs", "status", "code"),
     [

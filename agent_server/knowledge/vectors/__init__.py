@@ -6,6 +6,7 @@ from agent_server.knowledge.vectors.base import (
     Point,
     SearchFilter,
     SearchRequest,
+    SparseVector,
     VectorStore,
     collection_name,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "Point",
     "SearchFilter",
     "SearchRequest",
+    "SparseVector",
     "VectorStore",
     "collection_name",
     "open_vector_store",

@@ -2,8 +2,10 @@
 
 Why it looks the way it does:
 
-- **One Qdrant collection per collection name**, cosine distance, with a keyword payload index
-  for each of :data:`FILTER_FIELDS`.
+- **One Qdrant collection per collection name**, cosine distance, the sparse vector with the
+  server's IDF modifier, and a keyword payload index for each of :data:`FILTER_FIELDS`.
+- **Hybrid search in one request**: the dense and the sparse nearest as prefetches, fused by
+  the server's reciprocal rank fusion.
 - **A down server never hangs a request.** Every call runs under :data:`DEFAULT_TIMEOUT` (also
   the client's HTTP timeout), and connection errors and timeouts become
   :class:`RetrievalUnavailable` naming the URL, never the API key. The client's version check
@@ -19,6 +21,7 @@ import asyncio
 import warnings
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from qdrant_client import AsyncQdrantClient, models
@@ -27,10 +30,12 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from agent_server.knowledge.errors import RetrievalUnavailable
 from agent_server.knowledge.vectors.base import (
     FILTER_FIELDS,
+    SPARSE_VECTOR,
     Hit,
     Point,
     SearchFilter,
     SearchRequest,
+    SparseVector,
 )
 
 DEFAULT_TIMEOUT = 5.0  # seconds for any one call, connecting included
@@ -64,6 +69,7 @@ class QdrantVectorStore:
         self._api_key = api_key
         self._local = location is not None
         self._timeout = timeout
+        self._sparse: dict[str, bool] = {}  # collection -> has the sparse vector
         self._client = AsyncQdrantClient(
             url=url,
             location=location,
@@ -83,13 +89,18 @@ class QdrantVectorStore:
                     raise ValueError(
                         f"vector collection {name!r} has {existing} dimensions, not {dimensions}"
                     )
+                self._sparse[name] = SPARSE_VECTOR in (info.config.params.sparse_vectors or {})
                 return
             await self._client.create_collection(
                 name,
                 vectors_config=models.VectorParams(
                     size=dimensions, distance=models.Distance.COSINE
                 ),
+                sparse_vectors_config={
+                    SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)
+                },
             )
+            self._sparse[name] = True
             with warnings.catch_warnings():
                 if self._local:  # "payload indexes have no effect in the local Qdrant"
                     warnings.simplefilter("ignore", UserWarning)
@@ -101,8 +112,9 @@ class QdrantVectorStore:
     async def upsert(self, collection: str, points: Sequence[Point]) -> None:
         if not points:
             return
+        sparse = self._sparse.get(collection, False)
         structs = [
-            models.PointStruct(id=p.id, vector=[float(x) for x in p.vector], payload=p.payload)
+            models.PointStruct(id=p.id, vector=_vectors(p, sparse), payload=p.payload)
             for p in points
         ]
         async with self._errors():
@@ -126,17 +138,47 @@ class QdrantVectorStore:
 
     async def search(self, collection: str, request: SearchRequest) -> list[Hit]:
         where = qdrant_filter(request.filter)
-        ef = max(HNSW_EF_FILTERED if where else HNSW_EF, request.limit)
+        dense = [float(x) for x in request.vector]
+        hybrid = request.sparse is not None and self._sparse.get(collection, False)
+        ef = max(
+            HNSW_EF_FILTERED if where else HNSW_EF,
+            request.candidates if hybrid else request.limit,
+        )
+        params = None if self._local else models.SearchParams(hnsw_ef=ef)
         async with self._errors():
-            response = await self._client.query_points(
-                collection,
-                query=[float(x) for x in request.vector],
-                query_filter=where,
-                limit=request.limit,
-                score_threshold=request.score_threshold,
-                with_payload=True,
-                search_params=None if self._local else models.SearchParams(hnsw_ef=ef),
-            )
+            if not hybrid:
+                response = await self._client.query_points(
+                    collection,
+                    query=dense,
+                    query_filter=where,
+                    limit=request.limit,
+                    score_threshold=request.score_threshold,
+                    with_payload=True,
+                    search_params=params,
+                )
+            else:
+                assert request.sparse is not None
+                response = await self._client.query_points(
+                    collection,
+                    prefetch=[
+                        models.Prefetch(
+                            query=dense,
+                            filter=where,
+                            limit=request.candidates,
+                            score_threshold=request.score_threshold,
+                            params=params,
+                        ),
+                        models.Prefetch(
+                            query=_qdrant_sparse(request.sparse),
+                            using=SPARSE_VECTOR,
+                            filter=where,
+                            limit=request.candidates,
+                        ),
+                    ],
+                    query=models.FusionQuery(fusion=models.Fusion.RRF),
+                    limit=request.limit,
+                    with_payload=True,
+                )
         return [Hit(str(p.id), p.score, dict(p.payload or {})) for p in response.points]
 
     async def count(self, collection: str, filter: SearchFilter | None = None) -> int:
@@ -185,6 +227,17 @@ def qdrant_filter(filter: SearchFilter | None) -> models.Filter | None:
             if values
         ]
     )
+
+
+def _vectors(point: Point, sparse: bool) -> list[float] | dict[str, Any]:
+    dense = [float(x) for x in point.vector]
+    if point.sparse is None or not sparse:
+        return dense
+    return {"": dense, SPARSE_VECTOR: _qdrant_sparse(point.sparse)}
+
+
+def _qdrant_sparse(vector: SparseVector) -> models.SparseVector:
+    return models.SparseVector(indices=list(vector.indices), values=list(vector.values))
 
 
 def _dimensions(vectors: object) -> int | None:
