@@ -43,6 +43,22 @@ def main(argv: list[str] | None = None) -> int:
     db = commands.add_parser("db", help="the database schema")
     db.add_argument("action", choices=["upgrade", "status"])
 
+    keys = commands.add_parser("keys", help="project API keys (machine credentials)")
+    key_actions = keys.add_subparsers(dest="action", required=True)
+    create = key_actions.add_parser("create", help="a new key; its secret is shown this once")
+    create.add_argument("name", help="what the key is for, shown by `keys list`")
+    create.add_argument(
+        "--scope",
+        dest="scopes",
+        metavar="SCOPE",
+        action="append",
+        required=True,
+        help="agents, kb:<name> or kb:<name>:write (repeat for more)",
+    )
+    key_actions.add_parser("list", help="every key, revoked ones too")
+    revoke = key_actions.add_parser("revoke", help="refuse a key from now on")
+    revoke.add_argument("id", help="the key's id (key_...)")
+
     verify = commands.add_parser("verify", help="check a recorded AG-UI stream (.sse or .jsonl)")
     verify.add_argument("file", type=Path)
     verify.add_argument(
@@ -71,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
             from agent_server.db_cli import run_db_command
 
             return asyncio.run(run_db_command(args.action, Settings()))
+        if args.command == "keys":
+            from agent_server.keys_cli import run_keys_command
+
+            return asyncio.run(run_keys_command(args, Settings()))
         return _verify(args.file, args.legacy)
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)

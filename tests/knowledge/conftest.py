@@ -13,10 +13,8 @@ from agent_server.knowledge.embedders.base import Embedder, Vectors
 from agent_server.knowledge.embedders.embedded import EmbeddedEmbedder
 from agent_server.knowledge.library import ChunkingSettings, KnowledgeBase
 from agent_server.knowledge.vectors.edge import EdgeVectorStore
-from agent_server.store.migrations import upgrade
-from agent_server.store.postgres import open_pool
 from agent_server.store.postgres_documents import PostgresDocumentStore
-from tests.support.database import isolated_database_url
+from tests.support.database import isolated_database_url, migrated_pool
 
 
 class RecordingEmbedder:
@@ -47,11 +45,8 @@ async def embedded_embedder() -> AsyncIterator[EmbeddedEmbedder]:
 
 @pytest.fixture
 async def pool() -> AsyncIterator[asyncpg.Pool]:
-    async with isolated_database_url() as url:
-        pool = await open_pool(url, min_size=1, max_size=4, statement_timeout=30, connect_timeout=5)
-        await upgrade(pool)
+    async with isolated_database_url() as url, migrated_pool(url, max_size=4) as pool:
         yield pool
-        await pool.close()
 
 
 @pytest.fixture

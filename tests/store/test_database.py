@@ -270,6 +270,7 @@ async def test_upgrade_applies_once_and_status_lists_it(
     assert [(s.label, s.applied_at) for s in before] == [
         ("0001_threads", None),
         ("0002_knowledge", None),
+        ("0003_api_keys", None),
     ]
     assert not await pool.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
 
@@ -278,7 +279,7 @@ async def test_upgrade_applies_once_and_status_lists_it(
     assert await upgrade(pool) == []
 
     after = await status(pool)
-    assert [s.label for s in after] == ["0001_threads", "0002_knowledge"]
+    assert [s.label for s in after] == ["0001_threads", "0002_knowledge", "0003_api_keys"]
     assert all(s.applied_at is not None and s.problem is None for s in after)
     # Everything landed in this test's schema.
     schema = urllib.parse.parse_qs(urllib.parse.urlsplit(database_url).query)["search_path"][0]
@@ -361,6 +362,7 @@ async def test_a_database_from_a_newer_release_is_refused(
     assert [(s.label, s.problem is not None) for s in listed] == [
         ("0001_threads", False),
         ("0002_knowledge", False),  # pending: known to this release, not applied
+        ("0003_api_keys", False),
         ("9001_future", True),
     ]
 
@@ -463,7 +465,11 @@ async def test_embedded_server_starts_after_its_owner_was_killed(
     try:
         assert url == first_url
         pool = await pool_for(url)
-        assert [m.label for m in await upgrade(pool)] == ["0001_threads", "0002_knowledge"]
+        assert [m.label for m in await upgrade(pool)] == [
+            "0001_threads",
+            "0002_knowledge",
+            "0003_api_keys",
+        ]
         await pool.close()
         current = postmaster(pgdata)
         assert (current.pid == old.pid) == (crash == "owner killed")
@@ -496,12 +502,15 @@ async def test_db_status_and_upgrade(
     assert re.search(r"^0001\s+threads\s+pending$", capsys.readouterr().out, re.MULTILINE)
 
     assert await run_db_command("upgrade", settings) == 0
-    assert "applied 0001_threads\napplied 0002_knowledge" in capsys.readouterr().out
+    assert (
+        "applied 0001_threads\napplied 0002_knowledge\napplied 0003_api_keys"
+        in capsys.readouterr().out
+    )
 
     assert await run_db_command("status", settings) == 0
     out = capsys.readouterr().out
     assert re.search(r"^0001\s+threads\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", out, re.MULTILINE)
-    assert "2 applied, 0 pending" in out
+    assert "3 applied, 0 pending" in out
 
     assert await run_db_command("upgrade", settings) == 0
     assert "up to date" in capsys.readouterr().out
@@ -542,8 +551,11 @@ async def test_db_upgrade_without_a_url_uses_the_embedded_server(
     settings = DbSettings(None, tmp_path / "data")
 
     assert await run_db_command("upgrade", settings) == 0
-    assert "applied 0001_threads\napplied 0002_knowledge" in capsys.readouterr().out
+    assert (
+        "applied 0001_threads\napplied 0002_knowledge\napplied 0003_api_keys"
+        in capsys.readouterr().out
+    )
     assert await run_db_command("status", settings) == 0
-    assert "2 applied, 0 pending" in capsys.readouterr().out
+    assert "3 applied, 0 pending" in capsys.readouterr().out
     # The command started the server for itself, so it stopped it too.
     assert not (tmp_path / "data" / "postgres" / "postmaster.pid").exists()

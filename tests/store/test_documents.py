@@ -18,10 +18,8 @@ from agent_server.store.documents import (
     JobStatus,
 )
 from agent_server.store.memory import MemoryDocumentStore
-from agent_server.store.migrations import upgrade
-from agent_server.store.postgres import open_pool
 from agent_server.store.postgres_documents import PostgresDocumentStore
-from tests.support.database import LOCAL_DATABASE, isolated_database_url
+from tests.support.database import LOCAL_DATABASE, isolated_database_url, migrated_pool
 
 ACTOR = Actor("alice", "127.0.0.1")
 
@@ -34,13 +32,8 @@ async def documents(
         yield MemoryDocumentStore()
         return
     base = LOCAL_DATABASE if request.param == "local" else embedded_postgres_url
-    async with isolated_database_url(base) as url:
-        pool = await open_pool(url, min_size=1, max_size=2, statement_timeout=10, connect_timeout=5)
-        await upgrade(pool)
-        try:
-            yield PostgresDocumentStore(pool)
-        finally:
-            await pool.close()
+    async with isolated_database_url(base) as url, migrated_pool(url) as pool:
+        yield PostgresDocumentStore(pool)
 
 
 def record(document_id: str, chunks: tuple[str, ...], content_hash: str = "h1") -> DocumentRecord:

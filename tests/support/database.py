@@ -16,6 +16,8 @@ from pathlib import Path
 import asyncpg
 
 from agent_server.store.embedded import EmbeddedPostgres
+from agent_server.store.migrations import upgrade
+from agent_server.store.postgres import open_pool
 
 LOCAL_DATABASE = "postgresql://root@127.0.0.1:5432/test"
 
@@ -43,6 +45,19 @@ async def isolated_database_url(base: str = LOCAL_DATABASE) -> AsyncIterator[str
 
 
 @contextlib.asynccontextmanager
+async def migrated_pool(url: str, max_size: int = 2) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on ``url`` (the server's own codecs and timeouts) with every migration applied."""
+    pool = await open_pool(
+        url, min_size=1, max_size=max_size, statement_timeout=30, connect_timeout=5
+    )
+    try:
+        await upgrade(pool)
+        yield pool
+    finally:
+        await pool.close()
+
+
+@contextlib.asynccontextmanager
 async def embedded_server(data_dir: Path) -> AsyncIterator[str]:
     """The embedded server under ``data_dir`` for the length of the block; yields its URL."""
     server = EmbeddedPostgres()
@@ -61,6 +76,7 @@ CITADEL_TABLES = (
     "audit_log",
     "kb_documents",
     "ingest_jobs",
+    "api_keys",
 )
 
 
