@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from agent_server.api import agui, health, openai_compat, rag, threads
+from agent_server.api import admin, agui, health, openai_compat, rag, threads
 from agent_server.api.http import (
     http_error_handler,
     input_error_handler,
@@ -19,6 +19,7 @@ from agent_server.api.http import (
     retrieval_error_handler,
     storage_error_handler,
 )
+from agent_server.auth.middleware import AuthMiddleware
 from agent_server.config import ConfigError, Settings
 from agent_server.knowledge.errors import RetrievalUnavailable
 from agent_server.knowledge.library import RerankerMissing
@@ -52,22 +53,26 @@ def create_app(settings: Settings | None = None, *, model: ChatModel | None = No
             await services.aclose()
 
     middleware = []
-    if settings.cors_origins:
+    if settings.cors_origins:  # outermost: preflights and refusals get CORS headers too
         middleware.append(
             Middleware(
                 CORSMiddleware,
                 allow_origins=settings.cors_origins,
                 allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
                 allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
-                allow_credentials="*" not in settings.cors_origins,
+                # Bearer tokens need no credentials mode; the session cookie does.
+                allow_credentials=settings.clerk_accept_cookie and "*" not in settings.cors_origins,
+                expose_headers=["Retry-After", "WWW-Authenticate", "Location"],
             )
         )
+    middleware.append(Middleware(AuthMiddleware))
     return Starlette(
         routes=[
             *agui.routes,
             *threads.routes,
             *rag.routes,
             *openai_compat.routes,
+            *admin.routes,
             *health.routes,
         ],
         middleware=middleware,

@@ -26,6 +26,11 @@ class ConfigError(RuntimeError):
     """The configuration cannot work; the message says what to change."""
 
 
+def _clerk(default: Any, name: str, **constraints: Any) -> Any:
+    """A setting read from ``name`` (no CITADEL_ prefix), as Clerk's own libraries name it."""
+    return Field(default, validation_alias=AliasChoices(name, name.lower()), **constraints)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CITADEL_", populate_by_name=True, extra="ignore", case_sensitive=False
@@ -119,13 +124,47 @@ class Settings(BaseSettings):
     # Access
     auth: Literal["off", "clerk"] = "off"
     cors_origins: Annotated[list[str], NoDecode] = []
+    # Clerk (Clerk's own variable names; see docs/security.md)
+    clerk_issuer: str | None = _clerk(None, "CLERK_ISSUER")
+    clerk_jwt_key: SecretStr | None = _clerk(None, "CLERK_JWT_KEY")  # PEM: no network at all
+    clerk_jwks_url: str | None = _clerk(None, "CLERK_JWKS_URL")
+    clerk_publishable_key: str | None = _clerk(None, "CLERK_PUBLISHABLE_KEY")  # gives the two above
+    clerk_authorized_parties: Annotated[list[str], NoDecode] = _clerk(
+        [], "CLERK_AUTHORIZED_PARTIES"
+    )
+    clerk_clock_skew_s: float = _clerk(5.0, "CLERK_CLOCK_SKEW_S", ge=0, le=60)
+    clerk_max_token_lifetime_s: int = _clerk(600, "CLERK_MAX_TOKEN_LIFETIME_S", ge=60)
+    clerk_max_token_bytes: int = _clerk(8192, "CLERK_MAX_TOKEN_BYTES", ge=1024, le=65536)
+    clerk_jwks_cache_ttl_s: float = _clerk(300.0, "CLERK_JWKS_CACHE_TTL_S", gt=0)
+    clerk_jwks_refresh_cooldown_s: float = _clerk(30.0, "CLERK_JWKS_REFRESH_COOLDOWN_S", ge=0)
+    clerk_jwks_timeout_s: float = _clerk(3.0, "CLERK_JWKS_TIMEOUT_S", gt=0, le=30)
+    clerk_accept_cookie: bool = _clerk(False, "CLERK_ACCEPT_COOKIE")
+    clerk_reject_pending_sessions: bool = _clerk(True, "CLERK_REJECT_PENDING_SESSIONS")
+    clerk_admin_org_role: str | None = _clerk("org:admin", "CLERK_ADMIN_ORG_ROLE")
+    clerk_admin_claim_path: str | None = _clerk(None, "CLERK_ADMIN_CLAIM_PATH")
+    clerk_admin_claim_value: str = _clerk("admin", "CLERK_ADMIN_CLAIM_VALUE")
+    clerk_admin_max_fva_min: int | None = _clerk(None, "CLERK_ADMIN_MAX_FVA_MIN", ge=0)
+    clerk_secret_key: SecretStr | None = _clerk(None, "CLERK_SECRET_KEY")
+    clerk_machine_id: str | None = _clerk(None, "CLERK_MACHINE_ID")  # our mch_…
+    clerk_machine_secret_key: SecretStr | None = _clerk(None, "CLERK_MACHINE_SECRET_KEY")
+    clerk_api_url: str = _clerk("https://api.clerk.com", "CLERK_API_URL")
+    machine_auth_mode: Literal["jwt", "opaque", "off"] = _clerk("jwt", "MACHINE_AUTH_MODE")
+    # Limits per principal (count per period: "30/min", "5/s", "100/h"); the IP bucket counts
+    # failed authentications only, and an IP that empties it is refused before verification.
+    rate_runs: str = "30/min"
+    rate_ingest: str = "10/min"
+    rate_requests: str = "600/min"
+    rate_auth_failures: str = "60/min"
+    rate_limit_fail_open: bool = False  # Redis down: fall back to in-process buckets
+    max_streams_per_user: int = Field(8, ge=1)
+    stream_max_duration: float = Field(900.0, gt=0)  # an SSE or WebSocket stream, then reconnect
 
     @field_validator("demo_docs", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
 
-    @field_validator("approval_tools", "cors_origins", mode="before")
+    @field_validator("approval_tools", "cors_origins", "clerk_authorized_parties", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -156,14 +195,78 @@ class Settings(BaseSettings):
             )
         if self.chunk_overlap >= self.chunk_size:
             found.append("CITADEL_CHUNK_OVERLAP must be smaller than CITADEL_CHUNK_SIZE")
+        for rate in ("rate_runs", "rate_ingest", "rate_requests", "rate_auth_failures"):
+            try:
+                parse_rate(getattr(self, rate))
+            except ValueError as error:
+                found.append(f"CITADEL_{rate.upper()}: {error}")
         if self.auth == "clerk":
-            found.append("CITADEL_AUTH=clerk is not available in this build; use off locally")
+            found.extend(self._clerk_problems())
         if self.env == "production":
             if self.auth == "off":
                 found.append("production refuses CITADEL_AUTH=off")
             if "*" in self.cors_origins:
                 found.append("production refuses CITADEL_CORS_ORIGINS=*; list exact origins")
+            if self.auth == "clerk" and not self.clerk_authorized_parties:
+                found.append(
+                    "production needs CLERK_AUTHORIZED_PARTIES: the exact origins of your app"
+                )
         return found
+
+    def _clerk_problems(self) -> list[str]:
+        found = []
+        if not self.clerk_issuer and not self.clerk_publishable_key:
+            found.append("CITADEL_AUTH=clerk needs CLERK_ISSUER (or CLERK_PUBLISHABLE_KEY)")
+        if not (self.clerk_jwt_key or self.clerk_jwks_url or self.clerk_publishable_key):
+            found.append(
+                "CITADEL_AUTH=clerk needs CLERK_JWT_KEY (PEM), CLERK_JWKS_URL "
+                "or CLERK_PUBLISHABLE_KEY"
+            )
+        if self.clerk_publishable_key:
+            try:
+                frontend_api(self.clerk_publishable_key)
+            except ValueError as error:
+                found.append(f"CLERK_PUBLISHABLE_KEY: {error}")
+        if "*" in self.clerk_authorized_parties:
+            found.append("CLERK_AUTHORIZED_PARTIES takes exact origins, not *")
+        if self.clerk_machine_id is not None and not self.clerk_machine_id.startswith("mch_"):
+            found.append("CLERK_MACHINE_ID is a machine id (mch_…)")
+        if self.machine_auth_mode == "opaque" and not (
+            self.clerk_machine_secret_key or self.clerk_secret_key
+        ):
+            found.append(
+                "MACHINE_AUTH_MODE=opaque needs CLERK_MACHINE_SECRET_KEY or CLERK_SECRET_KEY"
+            )
+        return found
+
+
+_PERIODS = {"s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "hour": 3600.0}
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """``"30/min"`` -> (30, 0.5): a bucket of 30 that refills 30 per minute."""
+    count, _, period = text.strip().partition("/")
+    seconds = _PERIODS.get(period.strip().lower())
+    if not count.strip().isdigit() or int(count) < 1 or seconds is None:
+        raise ValueError(f"{text!r} is not a rate such as 30/min, 5/s or 100/h")
+    return int(count), int(count) / seconds
+
+
+def frontend_api(publishable_key: str) -> str:
+    """The Frontend API host a Clerk publishable key names (``pk_test_`` + base64 of it + $)."""
+    import base64
+    import binascii
+
+    prefix, _, encoded = publishable_key.partition("_")[2].partition("_")
+    if publishable_key[:3] != "pk_" or prefix not in ("test", "live") or not encoded:
+        raise ValueError("not a Clerk publishable key (pk_test_… or pk_live_…)")
+    try:
+        host = base64.b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise ValueError("not a Clerk publishable key (its body is not base64)") from None
+    if not host.endswith("$") or "/" in host or len(host) < 3:
+        raise ValueError("not a Clerk publishable key (no Frontend API host in it)")
+    return host[:-1]
 
 
 class _YamlSource(PydanticBaseSettingsSource):

@@ -19,7 +19,7 @@ from agent_server.config import Settings
 from agent_server.knowledge.errors import RetrievalUnavailable
 from agent_server.knowledge.ingest import SourceFile, files_under, ingest_files
 from agent_server.knowledge.library import Ingested, KnowledgeBase, Outcome
-from agent_server.services import open_database, open_embedder, open_knowledge
+from agent_server.services import open_database, open_embedder, open_knowledge, open_redis
 from agent_server.store.base import Actor, StorageUnavailable
 from agent_server.store.documents import DocumentStore, IngestJob, JobStatus
 
@@ -77,7 +77,7 @@ async def run_ingest(
     try:
         async with contextlib.AsyncExitStack() as resources:
             documents = await _document_store(settings, resources)
-            embedder = await open_embedder(settings, resources)
+            embedder = await open_embedder(settings, resources, open_redis(settings, resources))
             knowledge = await open_knowledge(settings, embedder, documents, resources)
             progress = ProgressLine(out)
             job = IngestJob("cli", base, ACTOR.user_id)

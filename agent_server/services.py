@@ -7,10 +7,8 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from starlette.requests import HTTPConnection
-
 from agent_server import __version__
-from agent_server.auth.principals import LOCAL_USER, Principal
+from agent_server.auth.access import Access, open_access
 from agent_server.config import ConfigError, Settings
 from agent_server.knowledge.embedders import create_embedder, knowledge_client
 from agent_server.knowledge.embedders.base import Embedder
@@ -30,6 +28,7 @@ from agent_server.runtime.knowledge_tools import (
 )
 from agent_server.runtime.loop import DEFAULT_SYSTEM_PROMPT, Agent, AgentSettings
 from agent_server.runtime.tools import ToolRegistry
+from agent_server.store.api_keys import ApiKeyStore, MemoryApiKeyStore
 from agent_server.store.base import Actor, ThreadStore
 from agent_server.store.documents import DocumentStore
 from agent_server.store.memory import MemoryDocumentStore, MemoryThreadStore
@@ -37,6 +36,7 @@ from protocol.input import InputLimits
 
 if TYPE_CHECKING:
     import asyncpg
+    import redis.asyncio as redis
 
 logger = logging.getLogger("citadel")
 
@@ -56,10 +56,8 @@ class Services:
     runs: RunManager
     tools: ToolRegistry
     input_limits: InputLimits
+    access: Access
     _resources: contextlib.AsyncExitStack
-
-    def authenticate(self, connection: HTTPConnection) -> Principal:
-        return LOCAL_USER
 
     async def aclose(self) -> None:
         """Stop runs first (their ends are stored), then what they wrote through."""
@@ -137,11 +135,13 @@ async def start_services(settings: Settings, model: ChatModel) -> Services:
     resources = contextlib.AsyncExitStack()
     try:
         resources.push_async_callback(model.aclose)
-        store, documents = await _open_stores(settings, resources)
+        store, documents, api_keys = await _open_stores(settings, resources)
+        redis_client = open_redis(settings, resources)
+        access = await open_access(settings, store, api_keys, redis_client, resources)
         writer = EventWriter(store, interval=settings.event_flush_interval)
         writer.start()
         resources.push_async_callback(writer.close)
-        embedder = await open_embedder(settings, resources)
+        embedder = await open_embedder(settings, resources, redis_client)
         reranker = open_reranker(settings, resources)
         policy = retrieval_policy(settings, model)
         knowledge = jobs = None
@@ -192,6 +192,7 @@ async def start_services(settings: Settings, model: ChatModel) -> Services:
         runs,
         tools,
         limits,
+        access,
         resources,
     )
 
@@ -240,20 +241,35 @@ async def open_knowledge(
     )
 
 
-async def open_embedder(settings: Settings, resources: contextlib.AsyncExitStack) -> Embedder:
+def open_redis(settings: Settings, resources: contextlib.AsyncExitStack) -> redis.Redis | None:
+    """The shared Redis client (caches, rate limits), with short timeouts: a Redis that is
+    down costs each call half a second at most, and every user of it degrades."""
+    if settings.redis_url is None:
+        return None
+    import redis.asyncio as redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    client = redis.from_url(  # redis-py retries 10 times by default: seconds, not 0.5 s
+        settings.redis_url.get_secret_value(),
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
+        retry=Retry(NoBackoff(), 0),
+    )
+    resources.push_async_callback(client.aclose)
+    return client
+
+
+async def open_embedder(
+    settings: Settings,
+    resources: contextlib.AsyncExitStack,
+    redis_client: redis.Redis | None = None,
+) -> Embedder:
     """The configured embedder behind the embedding cache (shared through Redis if set).
     Nothing is loaded or connected yet: an embedder that cannot serve fails its requests
     with ``retrieval_unavailable``, and chat goes on without it."""
     embedder = create_embedder(settings)
     resources.push_async_callback(embedder.aclose)
-    redis_client = None
-    if settings.redis_url is not None:
-        import redis.asyncio as redis
-
-        redis_client = redis.from_url(
-            settings.redis_url.get_secret_value(), socket_timeout=0.5, socket_connect_timeout=0.5
-        )
-        resources.push_async_callback(redis_client.aclose)
     return CachedEmbedder(
         embedder,
         memory_entries=settings.embed_cache_entries,
@@ -264,10 +280,11 @@ async def open_embedder(settings: Settings, resources: contextlib.AsyncExitStack
 
 async def _open_stores(
     settings: Settings, resources: contextlib.AsyncExitStack
-) -> tuple[ThreadStore, DocumentStore]:
+) -> tuple[ThreadStore, DocumentStore, ApiKeyStore]:
     if settings.store == "memory":
         logger.warning("CITADEL_STORE=memory: threads are lost when the process stops")
-        return MemoryThreadStore(), MemoryDocumentStore()
+        return MemoryThreadStore(), MemoryDocumentStore(), MemoryApiKeyStore()
+    from agent_server.store.postgres_api_keys import PostgresApiKeyStore
     from agent_server.store.postgres_documents import PostgresDocumentStore
     from agent_server.store.postgres_threads import PostgresThreadStore
 
@@ -275,7 +292,7 @@ async def _open_stores(
     store = PostgresThreadStore(pool, event_retention=settings.event_retention)
     await store.start()
     resources.push_async_callback(store.close)
-    return store, PostgresDocumentStore(pool)
+    return store, PostgresDocumentStore(pool), PostgresApiKeyStore(pool)
 
 
 async def open_database(settings: Settings, resources: contextlib.AsyncExitStack) -> asyncpg.Pool:

@@ -105,20 +105,21 @@ def summary(
     return lines
 
 
-# The knowledge-base benchmarks, each a module printing its own markdown (run as children:
-# the embedder comparison needs the export's build venv, and each loads its own models).
+# The knowledge-base and access benchmarks, each a module printing its own markdown, run as
+# children: the embedder comparison needs the export's build venv, each loads its own models.
 KNOWLEDGE = (
     ("Embedders: onnxruntime vs sentence-transformers", "bench.embedders", False),
     ("Vector search: embedded Qdrant engine vs qdrant-client local mode", "bench.vectors", True),
     ("Embedding cache and ingestion", "bench.knowledge", False),
     ("Retrieval quality on docs/", "bench.retrieval_quality", False),
 )
+ACCESS = (("Token verification and a flood of bad tokens", "bench.auth", False),)
 
 
-def knowledge_sections() -> list[str]:
+def child_sections(benches: tuple[tuple[str, str, bool], ...]) -> list[str]:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     lines: list[str] = []
-    for title, module, preformatted in KNOWLEDGE:
+    for title, module, preformatted in benches:
         print(f"bench: {module} ...", file=sys.stderr, flush=True)
         done = subprocess.run(
             [sys.executable, "-m", module], cwd=root, capture_output=True, text=True, check=False
@@ -148,7 +149,8 @@ def main() -> None:
     load = concurrency.run(args.client_procs)
     print("bench: persistence (citadel on memory and on Postgres) ...", file=sys.stderr, flush=True)
     stored = persistence.run()
-    knowledge = knowledge_sections()
+    knowledge = child_sections(KNOWLEDGE)
+    access = child_sections(ACCESS)
     elapsed = time.perf_counter() - started
     print(
         "\n".join(
@@ -177,6 +179,9 @@ def main() -> None:
                 "",
                 "## Knowledge base",
                 *knowledge,
+                "",
+                "## Identity and access",
+                *access,
             ]
         )
     )

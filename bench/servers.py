@@ -4,6 +4,8 @@
   in-memory thread store: the runtime's own cost;
 * ``citadel_postgres``: the same on Postgres, as deployed: ``BENCH_DATABASE_URL`` or, unset,
   an embedded server under ``BENCH_DATA_DIR`` (:func:`running` makes a fresh one);
+* ``citadel_clerk``: ``citadel`` with Clerk authentication (a PEM from the environment):
+  the access layer's cost (bench/auth.py);
 * ``pydantic_ai``: pydantic-ai's AG-UI adapter (``AGUIAdapter.dispatch_request``) over an
   agent whose ``FunctionModel`` plays the same script (:func:`bench.scripted.play`);
 * ``bare``: a Starlette route writing pre-encoded frames, the same events and bytes Citadel
@@ -48,36 +50,51 @@ from protocol.events import Event
 from protocol.framing import SSE_HEADERS, SSE_MEDIA_TYPE, encode, event_id, sse_frame
 
 HOST = "127.0.0.1"
-KINDS = ("citadel", "citadel_postgres", "pydantic_ai", "bare")
+KINDS = ("citadel", "citadel_postgres", "citadel_clerk", "pydantic_ai", "bare")
 
 
 def last_user_text(data: dict) -> str:
     return next((m["content"] for m in reversed(data["messages"]) if m.get("role") == "user"), "")
 
 
-def citadel_app(store: str = "memory") -> Starlette:
+def citadel_app(store: str = "memory", **access: object) -> Starlette:
     from agent_server.app import create_app
     from agent_server.config import Settings
 
     logging.getLogger("citadel").setLevel(logging.ERROR)  # not "authentication is OFF" each time
     # Pinned so that CITADEL_* variables in the environment cannot change what is measured.
-    settings = Settings(
-        env="development",
-        llm="embedded",
-        auth="off",
-        cors_origins=[],
-        store=store,
-        database_url=os.environ.get("BENCH_DATABASE_URL") or None,
-        data_dir=os.environ.get("BENCH_DATA_DIR", "data"),
-        max_messages=10_000,
-        retrieval="off",  # the runtime's cost alone: no knowledge base, no demo ingestion
-        demo_docs=None,
-    )
+    pinned: dict[str, object] = {
+        "env": "development",
+        "llm": "embedded",
+        "auth": "off",
+        "cors_origins": [],
+        "store": store,
+        "database_url": os.environ.get("BENCH_DATABASE_URL") or None,
+        "data_dir": os.environ.get("BENCH_DATA_DIR", "data"),
+        "max_messages": 10_000,
+        "retrieval": "off",  # the runtime's cost alone: no knowledge base, no demo ingestion
+        "demo_docs": None,
+        "rate_runs": "1000000/s",  # the load is the benchmark's, not abuse
+        "rate_requests": "1000000/s",
+    }
+    settings = Settings(**(pinned | access))
     return create_app(settings, model=ScriptedModel())
 
 
 def citadel_postgres_app() -> Starlette:
     return citadel_app("postgres")
+
+
+def citadel_clerk_app() -> Starlette:
+    """Citadel verifying Clerk sessions with ``BENCH_CLERK_JWT_KEY`` (a PEM; no network), the
+    failed-authentication guard at ``BENCH_AUTH_FAILURES``, other limits out of the way."""
+    return citadel_app(
+        auth="clerk",
+        clerk_issuer=os.environ["BENCH_CLERK_ISSUER"],
+        clerk_jwt_key=os.environ["BENCH_CLERK_JWT_KEY"],
+        clerk_authorized_parties=[os.environ["BENCH_CLERK_APP"]],
+        rate_auth_failures=os.environ.get("BENCH_AUTH_FAILURES", "60/min"),
+    )
 
 
 def pydantic_ai_app() -> Starlette:
@@ -171,6 +188,7 @@ def bare_app() -> Starlette:
 APPS = {
     "citadel": citadel_app,
     "citadel_postgres": citadel_postgres_app,
+    "citadel_clerk": citadel_clerk_app,
     "pydantic_ai": pydantic_ai_app,
     "bare": bare_app,
 }
@@ -244,13 +262,15 @@ def running(
     gc_tuning: str | None = None,
     timeout: float = 60.0,
     data_dir: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[ServerProcess]:
     """Start ``kind`` in a subprocess, wait until it listens, and always stop it at the end.
 
     ``citadel_postgres`` without ``BENCH_DATABASE_URL`` keeps its embedded database in
-    ``data_dir``, or else in a new one each time: earlier runs' rows never weigh on a measure."""
+    ``data_dir``, or else in a new one each time: earlier runs' rows never weigh on a measure.
+    ``env`` is added to the server's environment."""
     with contextlib.ExitStack() as stack:
-        env = dict(os.environ)
+        env = {**os.environ, **(env or {})}
         if kind == "citadel_postgres" and not env.get("BENCH_DATABASE_URL"):
             env["BENCH_DATA_DIR"] = data_dir or stack.enter_context(tempfile.TemporaryDirectory())
         yield from _running(kind, env, backlog, profile, gc_tuning, timeout)

@@ -3,6 +3,11 @@
 Every face follows a run's event log; none of them runs anything. Errors found before the
 first byte are HTTP (or WebSocket close) errors with a JSON body; after it, the stream itself
 ends with RUN_ERROR.
+
+A caller holds at most ``CITADEL_MAX_STREAMS_PER_USER`` open streams (429 ``too_many_streams``
+beyond), and a stream lasts at most ``CITADEL_STREAM_MAX_DURATION``: then it ends without a
+terminal event, and the client reconnects with ``Last-Event-ID`` and a fresh credential, so a
+revoked session does not keep a stream open. The run itself goes on meanwhile.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from agent_server.api.http import parse_body, read_json, services_of
@@ -44,6 +50,8 @@ from protocol.input import (
 )
 from protocol.versions import WireVersion, downgrade, wire_version
 
+STREAM_TIME_LIMIT_CLOSE = 4408  # 4000 + 408: the socket lived CITADEL_STREAM_MAX_DURATION
+
 
 class ConnectRequest(StrictModel):
     """Join a thread: CopilotKit sends a whole RunAgentInput here; we need only these."""
@@ -65,10 +73,62 @@ async def run_sse(request: Request) -> Response:
     services = services_of(request)
     data = await read_json(request, services.settings.max_body_bytes)
     input = parse_run_input(data, services.input_limits)
-    run = await services.runs.start(input, principal_of(request).user_id)
-    version = wire_version(input.protocol_version)
-    body = _follow_sse(services, run.log, run.start_seq, version, run, ())
-    return StreamingResponse(body, media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
+    owner = principal_of(request).user_id
+    with _stream_slot(services, owner) as slot:
+        run = await services.runs.start(input, owner)
+        version = wire_version(input.protocol_version)
+        body = _follow_sse(services, run.log, run.start_seq, version, run, ())
+        return _SlotStream(slot.keep(), body)
+
+
+class _StreamSlot:
+    """A caller's open-stream slot: freed on exit unless a response keeps it."""
+
+    def __init__(self, services: Services, owner: str) -> None:
+        self._streams = services.access.streams
+        self._owner = owner
+        self._kept = False
+
+    def __enter__(self) -> _StreamSlot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._kept:
+            self.release()
+
+    def keep(self) -> _StreamSlot:
+        self._kept = True
+        return self
+
+    def release(self) -> None:
+        self._streams.release(self._owner)
+
+
+def _stream_slot(services: Services, owner: str) -> _StreamSlot:
+    if not services.access.streams.acquire(owner):
+        limit = services.settings.max_streams_per_user
+        raise InputError(429, "too_many_streams", f"at most {limit} open streams per caller")
+    return _StreamSlot(services, owner)
+
+
+def _following_response(services: Services, owner: str, stream: AsyncIterator[bytes]) -> Response:
+    """``stream`` (not started yet) as the response, in one of ``owner``'s stream slots."""
+    with _stream_slot(services, owner) as slot:
+        return _SlotStream(slot.keep(), stream)
+
+
+class _SlotStream(StreamingResponse):
+    """An SSE response that frees its slot however it ends (even if never started)."""
+
+    def __init__(self, slot: _StreamSlot, body: AsyncIterator[bytes]) -> None:
+        super().__init__(body, media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
+        self._slot = slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._slot.release()
 
 
 async def _follow_sse(
@@ -79,10 +139,11 @@ async def _follow_sse(
     run: ActiveRun | None,
     prelude: Iterable[bytes],
 ) -> AsyncIterator[bytes]:
+    settings = services.settings
+    deadline = asyncio.get_running_loop().time() + settings.stream_max_duration
     with following(services.runs, run):
         for chunk in prelude:
             yield chunk
-        settings = services.settings
         async for batch in log.follow(
             after_seq,
             version,
@@ -90,6 +151,8 @@ async def _follow_sse(
             min_interval=settings.stream_flush_interval,
         ):
             yield b"".join(batch) if batch else SSE_KEEPALIVE
+            if asyncio.get_running_loop().time() >= deadline:
+                return  # the client resumes after the last event id, with a fresh credential
 
 
 # POST /agui/connect --------------------------------------------------------------------------
@@ -125,7 +188,7 @@ async def connect(request: Request) -> Response:
     if active is None:
         return Response(b"".join(prelude), media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
     stream = _follow_sse(services, active.log, active.start_seq, version, active, prelude)
-    return StreamingResponse(stream, media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
+    return _following_response(services, owner, stream)
 
 
 async def _resume(
@@ -161,7 +224,7 @@ async def _resume(
     run = active if active is not None and active.run_id == run_id else None
     after = max(seq, stored_until)
     stream = _follow_sse(services, log, after, version, run, prelude)
-    return StreamingResponse(stream, media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
+    return _following_response(services, owner, stream)
 
 
 def _ends_run(stored: list[bytes]) -> bool:
@@ -238,24 +301,33 @@ async def run_ws(websocket: WebSocket) -> None:
     services = services_of(websocket)
     manager: RunManager = services.runs
     owner = principal_of(websocket).user_id
+    try:
+        slot = _stream_slot(services, owner)
+    except InputError as error:
+        await websocket.close(code=4000 + error.status, reason=error.code)
+        return
     await websocket.accept()
     inbox: asyncio.Queue[str | None] = asyncio.Queue()
     reader = asyncio.create_task(_read_frames(websocket, inbox))
     try:
-        while (frame := await inbox.get()) is not None:
-            try:
-                input = parse_run_input(frame.encode(), services.input_limits)
-                run = await manager.start(input, owner)
-            except InputError as error:
-                await _ws_error(websocket, error)
-                return
-            version = wire_version(input.protocol_version)
-            if not await _stream_run_ws(websocket, manager, run, version, inbox):
-                return
+        async with asyncio.timeout(services.settings.stream_max_duration):
+            while (frame := await inbox.get()) is not None:
+                try:
+                    input = parse_run_input(frame.encode(), services.input_limits)
+                    run = await manager.start(input, owner)
+                except InputError as error:
+                    await _ws_error(websocket, error)
+                    return
+                version = wire_version(input.protocol_version)
+                if not await _stream_run_ws(websocket, manager, run, version, inbox):
+                    return
+    except TimeoutError:  # reconnect with a fresh credential; a run goes on (see /agui/connect)
+        await websocket.close(code=STREAM_TIME_LIMIT_CLOSE, reason="stream_time_limit")
     except WebSocketDisconnect:
         return
     finally:
         reader.cancel()
+        slot.release()
 
 
 async def _stream_run_ws(

@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from agent_server.api.http import actor_of, parse_body, read_json, services_of
 from agent_server.auth.principals import principal_of
+from agent_server.auth.scopes import allows
 from agent_server.knowledge.answer import answer_with_citations
 from agent_server.knowledge.ingest import SourceFile
 from agent_server.knowledge.library import KnowledgeBase
@@ -73,11 +74,31 @@ def _knowledge(services: Services) -> KnowledgeBase:
     return services.knowledge
 
 
-def _base_name(services: Services, name: str | None) -> str:
-    name = name or services.settings.knowledge_base
+def _base_name(request: Request, name: str | None, *, write: bool = False) -> str:
+    """The knowledge base a request names (or the default), if the caller may use it so.
+
+    People may search every base and, as administrators, change them; a machine credential
+    only what its scopes name (``kb:<name>`` to search, ``kb:<name>:write`` to change)."""
+    name = name or services_of(request).settings.knowledge_base
     if not KNOWLEDGE_BASE_NAME.match(name):
         raise InputError(422, "invalid_input", "knowledgeBase: letters, digits, - and _ only")
+    principal = principal_of(request)
+    need = f"kb:{name}:write" if write else f"kb:{name}"
+    if principal.scopes is not None and not allows(principal.scopes, need):
+        raise InputError(403, "forbidden", f"this credential lacks the {need} scope")
+    if principal.scopes is None and write and not principal.admin:
+        raise InputError(403, "forbidden", "changing a knowledge base is for administrators")
     return name
+
+
+def _may_write_some_base(request: Request) -> None:
+    """Refuse a write before reading its upload when no base could be written."""
+    principal = principal_of(request)
+    if principal.scopes is None:
+        if not principal.admin:
+            raise InputError(403, "forbidden", "changing a knowledge base is for administrators")
+    elif not any(scope.endswith(":write") for scope in principal.scopes):
+        raise InputError(403, "forbidden", "this credential may not change a knowledge base")
 
 
 # Ingestion -----------------------------------------------------------------------------------
@@ -88,6 +109,7 @@ async def ingest(request: Request) -> Response:
     job to follow at ``GET /rag/jobs/{id}``."""
     services = services_of(request)
     _knowledge(services)
+    _may_write_some_base(request)
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         name, files, tags = await _uploaded(request, services)
@@ -100,7 +122,7 @@ async def ingest(request: Request) -> Response:
             SourceFile.from_bytes(item.name, item.text.encode(), item.content_type)
             for item in body.documents
         ]
-    base = _base_name(services, name)
+    base = _base_name(request, name, write=True)
     assert services.ingest_jobs is not None
     job = await services.ingest_jobs.submit(base, files, actor_of(request), tags)
     return JSONResponse({"job": job_json(job)}, 202, headers={"Location": f"/rag/jobs/{job.id}"})
@@ -172,7 +194,7 @@ def job_json(job: IngestJob) -> dict[str, Any]:
 async def list_documents(request: Request) -> Response:
     services = services_of(request)
     knowledge = _knowledge(services)
-    base = _base_name(services, request.query_params.get("knowledgeBase"))
+    base = _base_name(request, request.query_params.get("knowledgeBase"))
     records = await knowledge.documents.list_documents(knowledge.collection(base))
     return JSONResponse(
         {
@@ -195,7 +217,7 @@ async def list_documents(request: Request) -> Response:
 async def delete_document(request: Request) -> Response:
     services = services_of(request)
     knowledge = _knowledge(services)
-    base = _base_name(services, request.query_params.get("knowledgeBase"))
+    base = _base_name(request, request.query_params.get("knowledgeBase"), write=True)
     document_id = request.path_params["document_id"]
     if not await knowledge.delete(base, document_id, actor_of(request)):
         raise InputError(404, "document_not_found", f"no document {document_id!r} in {base!r}")
@@ -234,7 +256,7 @@ async def _search(
     knowledge = _knowledge(services)
     body = parse_body(model, await read_json(request, services.settings.max_body_bytes))
     found = await knowledge.search_many(
-        _base_name(services, body.knowledge_base),
+        _base_name(request, body.knowledge_base),
         body.queries if isinstance(body, BatchQueryRequest) else [body.query],
         top_k=body.top_k,
         score_threshold=body.score_threshold,

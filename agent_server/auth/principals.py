@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 from starlette.requests import HTTPConnection
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
+    """A verified caller.
+
+    ``user_id`` owns threads and is what the audit log names: a Clerk user (``user_…``), a
+    Clerk machine (``mch_…``) or a project API key (``key_…``).
+    """
+
     user_id: str
-    kind: str = "user"  # "user" (a person) or "machine" (an agent with its own credentials)
+    kind: Literal["user", "machine"] = "user"
+    session_id: str | None = None  # Clerk session (``sess_…``) of a person
+    org_id: str | None = None
+    org_role: str | None = None  # normalised: always with the ``org:`` prefix
+    permissions: frozenset[str] = field(default_factory=frozenset)  # ``org:feature:permission``
+    admin: bool = False  # may use the admin routes (role, claim and step-up already checked)
+    # Machine credentials are limited to these (``agents``, ``kb:<name>``, ``kb:<name>:write``,
+    # see :mod:`agent_server.auth.scopes`); None: a person, limited by ownership and role only.
+    scopes: frozenset[str] | None = None
+    actor: str | None = None  # who acts under this identity (Clerk impersonation ``act.sub``)
+    expires_at: float | None = None  # the credential's expiry (epoch s): caps a stream's life
 
 
 # With CITADEL_AUTH=off every request is this one local user (refused in production).
-LOCAL_USER = Principal("local")
+LOCAL_USER = Principal("local", admin=True)
 
 
 def principal_of(connection: HTTPConnection) -> Principal:
-    return connection.app.state.services.authenticate(connection)
+    """The caller :class:`~agent_server.auth.middleware.AuthMiddleware` verified."""
+    return connection.scope["principal"]

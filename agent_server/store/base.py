@@ -108,6 +108,17 @@ class Actor:
     remote_addr: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: int  # increases with time: the cursor of the audit log's pages
+    at: datetime
+    actor: str
+    action: str
+    thread_id: str | None
+    details: dict[str, Any]
+    remote_addr: str | None
+
+
 class StorageUnavailable(RuntimeError):
     """The store cannot be reached; the message says which and why, never with secrets."""
 
@@ -134,6 +145,16 @@ class ThreadStore(Protocol):
     async def rename_thread(self, thread_id: str, owner: str, title: str, actor: Actor) -> bool: ...
 
     async def delete_thread(self, thread_id: str, owner: str, actor: Actor) -> bool: ...
+
+    async def audit(self, actor: Actor, action: str, details: dict[str, Any]) -> None:
+        """One audit-log row for an event that changes no record (a login, a denial)."""
+        ...
+
+    async def list_audit(
+        self, limit: int, before_id: int | None = None, actor: str | None = None
+    ) -> list[AuditEntry]:
+        """The newest entries first, older than ``before_id``, of ``actor`` if given."""
+        ...
 
     async def recover(self) -> int:
         """Mark runs whose worker died as failed; how many."""

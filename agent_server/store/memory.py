@@ -11,9 +11,11 @@ import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from agent_server.store.base import (
     Actor,
+    AuditEntry,
     EventBatch,
     RunEnd,
     RunRecord,
@@ -37,6 +39,7 @@ class MemoryThreadStore:
         self._threads: dict[str, _Thread] = {}
         self._runs: dict[tuple[str, str], RunRecord] = {}
         self._events: dict[tuple[str, str], dict[int, bytes]] = {}
+        self.audit_log: list[AuditEntry] = []  # what this store records: logins, denials
 
     async def load(self, thread_id: str) -> ThreadRecord | None:
         thread = self._threads.get(thread_id)
@@ -115,6 +118,28 @@ class MemoryThreadStore:
             del self._runs[key]
             self._events.pop(key, None)
         return True
+
+    async def audit(self, actor: Actor, action: str, details: dict[str, Any]) -> None:
+        entry = AuditEntry(
+            len(self.audit_log) + 1,
+            datetime.now(UTC),
+            actor.user_id,
+            action,
+            None,
+            details,
+            actor.remote_addr,
+        )
+        self.audit_log.append(entry)
+
+    async def list_audit(
+        self, limit: int, before_id: int | None = None, actor: str | None = None
+    ) -> list[AuditEntry]:
+        found = [
+            entry
+            for entry in reversed(self.audit_log)
+            if (before_id is None or entry.id < before_id) and actor in (None, entry.actor)
+        ]
+        return found[:limit]
 
     async def recover(self) -> int:
         return 0  # nothing survives a restart to be recovered

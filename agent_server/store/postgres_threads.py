@@ -19,12 +19,14 @@ import socket
 import uuid
 from dataclasses import asdict
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 import psutil
 
 from agent_server.store.base import (
     Actor,
+    AuditEntry,
     EventBatch,
     Message,
     PendingInterrupt,
@@ -155,6 +157,24 @@ class PostgresThreadStore:
                 limit,
             )
         return [ThreadSummary(*row) for row in rows]
+
+    async def audit(self, actor: Actor, action: str, details: dict[str, Any]) -> None:
+        async with db_errors(), self._pool.acquire() as connection:
+            await audit(connection, actor, action, None, details)
+
+    async def list_audit(
+        self, limit: int, before_id: int | None = None, actor: str | None = None
+    ) -> list[AuditEntry]:
+        async with db_errors():  # by the primary key, or the (actor, at) index
+            rows = await self._pool.fetch(
+                "SELECT id, at, actor, action, thread_id, details, remote_addr FROM audit_log"
+                " WHERE ($1::bigint IS NULL OR id < $1) AND ($2::text IS NULL OR actor = $2)"
+                " ORDER BY id DESC LIMIT $3",
+                before_id,
+                actor,
+                limit,
+            )
+        return [AuditEntry(*row) for row in rows]
 
     async def rename_thread(self, thread_id: str, owner: str, title: str, actor: Actor) -> bool:
         async with (

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from agent_server.app import create_app
-from agent_server.config import ConfigError, Settings
+from agent_server.config import ConfigError, Settings, frontend_api, parse_rate
 
 
 def test_defaults_need_no_configuration(monkeypatch):
@@ -41,12 +43,27 @@ def test_an_unreadable_yaml_file_is_a_clear_error(monkeypatch, tmp_path):
         Settings()
 
 
+CLERK = {"clerk_issuer": "https://clerk.example.com", "clerk_jwt_key": "PEM"}
+
+
 @pytest.mark.parametrize(
     ("settings", "problem"),
     [
         ({"env": "production"}, "production refuses CITADEL_AUTH=off"),
         ({"env": "production", "cors_origins": ["*"]}, "CITADEL_CORS_ORIGINS=*"),
         ({"llm": "openai", "llm_model": "m"}, "needs CITADEL_LLM_URL"),
+        (
+            {"env": "production", "auth": "clerk", **CLERK},
+            "production needs CLERK_AUTHORIZED_PARTIES",
+        ),
+        ({"auth": "clerk", "clerk_jwt_key": "PEM"}, "needs CLERK_ISSUER"),
+        ({"auth": "clerk", "clerk_issuer": "https://clerk.example.com"}, "needs CLERK_JWT_KEY"),
+        ({"auth": "clerk", **CLERK, "clerk_authorized_parties": ["*"]}, "exact origins, not"),
+        ({"auth": "clerk", "clerk_publishable_key": "pk_live_bm9wZQ"}, "CLERK_PUBLISHABLE_KEY"),
+        ({"auth": "clerk", **CLERK, "clerk_machine_id": "user_1"}, "CLERK_MACHINE_ID"),
+        ({"auth": "clerk", **CLERK, "machine_auth_mode": "opaque"}, "needs CLERK_MACHINE_SECRET"),
+        ({"rate_runs": "lots"}, "CITADEL_RATE_RUNS"),
+        ({"rate_requests": "0/min"}, "CITADEL_RATE_REQUESTS"),
     ],
 )
 def test_unsafe_or_incomplete_settings_refuse_to_start(settings, problem):
@@ -57,3 +74,10 @@ def test_unsafe_or_incomplete_settings_refuse_to_start(settings, problem):
 def test_an_unknown_approval_tool_refuses_to_start():
     with pytest.raises(ConfigError, match="unknown tools: delete_everything"):
         create_app(Settings(approval_tools=["delete_everything"]))
+
+
+def test_a_publishable_key_names_the_frontend_api():
+    key = "pk_test_" + base64.b64encode(b"fit-eel-12.clerk.accounts.dev$").decode().rstrip("=")
+    assert frontend_api(key) == "fit-eel-12.clerk.accounts.dev"
+    assert Settings(auth="clerk", clerk_publishable_key=key).problems() == []
+    assert parse_rate("30/min") == (30, 0.5) and parse_rate("5/s") == (5, 5.0)
