@@ -20,7 +20,7 @@ NODE_HARNESS := tests/node
 EMBED_MODEL_DIR ?= $(HOME)/.cache/citadel/models/all-minilm-l6-v2-onnx
 EXPORT_VENV ?= $(HOME)/.cache/citadel/export-venv
 # Bump EMBED_EXPORT when onnx_export.py changes what it writes: every cache exports again.
-EMBED_EXPORT := 1
+EMBED_EXPORT := 2
 EMBED_STAMP := $(EMBED_MODEL_DIR)/.exported-$(EMBED_EXPORT)
 EXPORT_PACKAGES := torch==2.13.0 onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.31.1 \
 	tokenizers==0.23.3 sentence-transformers==6.2.0 transformers==5.23.0 \

@@ -4,7 +4,8 @@
 
 sentence-transformers runs in the export's build venv (torch is not in the server venv), as a
 child process given the same ~60-token passages. Prints embeddings/s (median of
-``--repeats``) at batch 1, 32 and 256, the ratio, and the embedder's rate for 64 concurrent
+``--repeats``) at batch 1, 32 and 256 for the fp32 model (the default, exact) and the int8 one
+(``CITADEL_EMBED_PRECISION=int8``), the ratios, and the embedder's rate for 64 concurrent
 one-passage calls (merged into few model runs) against the same calls one after another.
 """
 
@@ -20,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from agent_server.knowledge.embedders.embedded import EmbeddedEmbedder
+from agent_server.knowledge.embedders.embedded import EmbeddedEmbedder, Precision
 
 SENTENCES = (
     "The server keeps every conversation in Postgres before the client sees the run finish.",
@@ -70,9 +71,9 @@ def passages(n: int = PASSAGES, seed: int = 0) -> list[str]:
 
 
 async def embedder_rates(
-    texts: list[str], batches: list[tuple[int, int]], repeats: int
+    texts: list[str], batches: list[tuple[int, int]], repeats: int, precision: Precision = "fp32"
 ) -> dict[str, float]:
-    embedder = EmbeddedEmbedder()
+    embedder = EmbeddedEmbedder(precision=precision)
     try:
         await embedder.embed(texts[:32])
         rates: dict[str, float] = {}
@@ -126,15 +127,25 @@ def main() -> None:
     batches = [(1, 64), (32, 256), (256, 256)]
     ours = asyncio.run(embedder_rates(texts, batches, args.repeats))
     theirs = st_rates(args.st_python, texts, batches, args.repeats)
-    print("| batch | onnxruntime emb/s | sentence-transformers emb/s | ratio |")
-    print("|---|---|---|---|")
+    int8 = asyncio.run(embedder_rates(texts, batches, args.repeats, "int8"))
+    print(
+        "| batch | onnxruntime fp32 emb/s | onnxruntime int8 emb/s | sentence-transformers "
+        "emb/s | fp32 ratio | int8 ratio |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
     for batch, _ in batches:
         st = theirs[str(batch)] if theirs else None
-        ratio = f"{ours[str(batch)] / st:.2f}x" if st else "-"
-        print(f"| {batch} | {ours[str(batch)]:.0f} | {f'{st:.0f}' if st else '-'} | {ratio} |")
+        ratios = [f"{rates[str(batch)] / st:.2f}x" if st else "-" for rates in (ours, int8)]
+        print(
+            f"| {batch} | {ours[str(batch)]:.0f} | {int8[str(batch)]:.0f} "
+            f"| {f'{st:.0f}' if st else '-'} | {' | '.join(ratios)} |"
+        )
     for label in ("64 calls, one after another", "64 concurrent"):
         runs = ours[f"{label} runs"]
-        print(f"| {label} | {ours[label]:.0f} ({runs:.0f} model runs) | - | - |")
+        print(
+            f"| {label} | {ours[label]:.0f} ({runs:.0f} model runs) | {int8[label]:.0f} "
+            "| - | - | - |"
+        )
 
 
 if __name__ == "__main__":

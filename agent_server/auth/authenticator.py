@@ -25,12 +25,11 @@ from collections.abc import Sequence
 import orjson
 from starlette.requests import HTTPConnection
 
-from agent_server.auth.clerk import ClerkVerifier, InvalidToken
+from agent_server.auth.clerk import M2M_CATEGORY, ClerkVerifier, InvalidToken
 from agent_server.auth.opaque import OPAQUE_PREFIXES, MachineTokenRefused, OpaqueMachineVerifier
 from agent_server.auth.principals import Principal
 from agent_server.store.api_keys import ApiKeyStore, parse_secret
 
-M2M_CATEGORY = "cl_B7d4PD333AAA"
 CLERK_OTHER_PREFIXES = ("ak_", "oat_")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 

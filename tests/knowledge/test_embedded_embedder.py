@@ -22,6 +22,7 @@ from agent_server.knowledge.embedders.embedded import (
     batch_size,
     default_model_dir,
 )
+from agent_server.knowledge.embedders.onnx_export import INT8_MEAN_COSINE, INT8_MIN_COSINE
 from agent_server.knowledge.errors import RetrievalUnavailable
 
 PASSAGES = [
@@ -68,6 +69,23 @@ async def test_stored_reference_vectors_match(embedded_embedder: EmbeddedEmbedde
     got = await embedded_embedder.embed(texts)
 
     assert (got * expected).sum(axis=1).min() >= 0.9999
+
+
+async def test_the_int8_model_stays_close_to_the_reference() -> None:
+    """CITADEL_EMBED_PRECISION=int8: another model name (its own collections), vectors near
+    sentence-transformers' within the bounds the export checked."""
+    embedder = EmbeddedEmbedder(precision="int8")
+    try:
+        manifest = json.loads((embedder.model_dir / MANIFEST_FILE).read_text())
+        expected = np.load(embedder.model_dir / manifest["reference"]["file"])
+        got = await embedder.embed(manifest["reference"]["texts"])
+    finally:
+        await embedder.aclose()
+    cosines = (got * expected).sum(axis=1)
+    assert embedder.model == "all-minilm-int8"
+    assert cosines.min() >= INT8_MIN_COSINE and cosines.mean() >= INT8_MEAN_COSINE
+    assert cosines.min() < 0.9999  # really the quantised model, not the fp32 one
+    assert manifest["parity"]["int8"]["mean_cosine"] >= INT8_MEAN_COSINE
 
 
 async def test_a_paraphrase_is_closer_than_an_unrelated_sentence(

@@ -18,7 +18,7 @@ def create_embedder(settings: Settings) -> Embedder:
     if settings.embedder == "embedded":
         from agent_server.knowledge.embedders.embedded import EmbeddedEmbedder
 
-        return EmbeddedEmbedder()
+        return EmbeddedEmbedder(precision=settings.embed_precision)
     from agent_server.knowledge.embedders.http import OLLAMA, OPENAI, HTTPEmbedder
 
     assert settings.embed_url and settings.embed_model  # Settings.problems() guarantees both
