@@ -25,6 +25,7 @@ from agent_server.knowledge.errors import RetrievalUnavailable
 from agent_server.knowledge.library import RerankerMissing
 from agent_server.models import create_chat_model
 from agent_server.models.base import ChatModel
+from agent_server.observability.metrics import MetricsMiddleware
 from agent_server.services import build_tools, start_services
 from agent_server.store.base import StorageUnavailable
 from protocol.input import InputError
@@ -65,7 +66,7 @@ def create_app(settings: Settings | None = None, *, model: ChatModel | None = No
                 expose_headers=["Retry-After", "WWW-Authenticate", "Location"],
             )
         )
-    middleware.append(Middleware(AuthMiddleware))
+    middleware += [Middleware(MetricsMiddleware), Middleware(AuthMiddleware)]
     return Starlette(
         routes=[
             *agui.routes,

@@ -17,6 +17,7 @@ from agent_server.knowledge.ingest import IngestJobs, files_under
 from agent_server.knowledge.library import ChunkingSettings, KnowledgeBase
 from agent_server.knowledge.rerank import Reranker
 from agent_server.models.base import ChatModel
+from agent_server.observability.metrics import Metrics
 from agent_server.runs.manager import RunLimits, RunManager
 from agent_server.runs.writer import EventWriter
 from agent_server.runtime.builtin_tools import BUILTIN_TOOLS
@@ -57,6 +58,7 @@ class Services:
     tools: ToolRegistry
     input_limits: InputLimits
     access: Access
+    metrics: Metrics
     _resources: contextlib.AsyncExitStack
 
     async def aclose(self) -> None:
@@ -180,6 +182,7 @@ async def start_services(settings: Settings, model: ChatModel) -> Services:
         ),
     )
     limits = InputLimits(max_messages=settings.max_messages, max_tools=settings.max_tools)
+    metrics = _metrics(runs, access, embedder)
     return Services(
         settings,
         model,
@@ -193,8 +196,34 @@ async def start_services(settings: Settings, model: ChatModel) -> Services:
         tools,
         limits,
         access,
+        metrics,
         resources,
     )
+
+
+def _metrics(runs: RunManager, access: Access, embedder: Embedder) -> Metrics:
+    """The app's metrics, wired to what keeps the numbers."""
+    metrics = Metrics()
+    runs.ended.append(metrics.run_ended)
+    metrics.gauge(
+        "citadel_runs_active", "Runs in progress on this worker", lambda: runs.active_count
+    )
+    metrics.gauge(
+        "citadel_streams_open", "Event streams open on this worker", lambda: access.streams.total
+    )
+    if isinstance(embedder, CachedEmbedder):
+        stats = embedder.stats
+        metrics.counters(
+            "citadel_embedding_cache_lookups",
+            "Texts looked up in the embedding cache, by where they were found",
+            "result",
+            lambda: {
+                "memory_hit": stats.memory_hits,
+                "redis_hit": stats.redis_hits,
+                "miss": stats.misses,
+            },
+        )
+    return metrics
 
 
 def open_reranker(settings: Settings, resources: contextlib.AsyncExitStack) -> Reranker | None:

@@ -1,4 +1,4 @@
-"""Liveness and readiness."""
+"""Liveness, readiness and metrics: the routes anyone may call."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from agent_server.api.http import services_of
 from agent_server.models.base import ModelError
+from agent_server.observability.metrics import CONTENT_TYPE
 from agent_server.store.base import StorageUnavailable
 
 READY_CHECK_TIMEOUT = 5.0
@@ -52,4 +53,14 @@ async def _timed(check: Awaitable[None]) -> dict[str, Any]:
     return result
 
 
-routes = [Route("/health", health, methods=["GET"]), Route("/ready", ready, methods=["GET"])]
+async def metrics(request: Request) -> Response:
+    """Prometheus text format (see :mod:`agent_server.observability.metrics`)."""
+    services = services_of(request)
+    return Response(services.metrics.exposition(), media_type=CONTENT_TYPE)
+
+
+routes = [
+    Route("/health", health, methods=["GET"]),
+    Route("/ready", ready, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+]

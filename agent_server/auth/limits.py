@@ -197,3 +197,8 @@ class StreamSlots:
 
     def open(self, key: str) -> int:
         return self._open.get(key, 0)
+
+    @property
+    def total(self) -> int:
+        """Streams open in this process, all callers together."""
+        return sum(self._open.values())

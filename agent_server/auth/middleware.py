@@ -75,7 +75,8 @@ class AuthMiddleware:
         if scope["type"] not in ("http", "websocket") or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
-        access = scope["app"].state.services.access
+        services = scope["app"].state.services
+        access, metrics = services.access, services.metrics
         if access.authenticator is None:
             scope["principal"] = LOCAL_USER
             await self.app(scope, receive, send)
@@ -85,6 +86,7 @@ class AuthMiddleware:
         if blocked_until is not None:
             wait = blocked_until - time.monotonic()
             if wait > 0:
+                metrics.rate_limited.labels("address").inc()
                 await self._refuse_blocked(scope, receive, send, ip, wait)
                 return
             del self._blocked[ip]
@@ -94,6 +96,7 @@ class AuthMiddleware:
             logger.info(
                 "unauthorized %s %s from %s: %s", _method(scope), scope["path"], ip, refused.reason
             )
+            metrics.auth_refusals.labels(refused.reason).inc()
             retry = await access.limiter.take(f"authfail:{ip}", access.rates.auth_failures)
             if retry > 0:
                 self._block(ip, retry)
@@ -119,6 +122,7 @@ class AuthMiddleware:
         kind = route_class(scope)
         retry = await access.limiter.take(f"{kind}:{principal.user_id}", access.rates.of(kind))
         if retry > 0:
+            metrics.rate_limited.labels(kind.value).inc()
             message = f"too many {kind}; slow down"
             await _deny(scope, receive, send, 429, "rate_limited", message, retry)
             return

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -95,6 +96,7 @@ class RunManager:
         self.writer = writer
         self.limits = limits
         self._active: dict[str, ActiveRun | None] = {}  # None: reserved while preparing
+        self.ended: list[Callable[[RunEnd], None]] = []  # told of each run's end, as sent
         self._logs: OrderedDict[RunKey, EventLog] = OrderedDict()
         self._unsaved: set[asyncio.Task[None]] = set()
 
@@ -223,6 +225,10 @@ class RunManager:
             if run.store_retry is None:
                 self._release(run)
 
+    @property
+    def active_count(self) -> int:
+        return sum(run is not None for run in self._active.values())
+
     def _emit(self, run: ActiveRun, event: Event) -> None:
         run.log.append(event)
 
@@ -244,6 +250,8 @@ class RunManager:
             self._unsaved.add(run.store_retry)
             run.store_retry.add_done_callback(self._unsaved.discard)
         run.ended = True
+        for observer in self.ended:
+            observer(end)
         run.log.append(terminal)  # its JSON is in ``end``; the writer must not store it twice
 
     def _run_end(self, run: ActiveRun, terminal: Event, queued: EventBatch | None = None) -> RunEnd:

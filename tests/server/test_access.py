@@ -38,7 +38,7 @@ from tests.support.clerk import (
 from tests.support.database import isolated_database_url, migrated_pool
 from tests.support.servers import serve
 
-PUBLIC = {"/health", "/ready"}
+PUBLIC = {"/health", "/ready", "/metrics"}
 
 
 def run_body(thread_id: str | None = None, text: str = "hi") -> dict[str, Any]:

@@ -1,0 +1,139 @@
+"""Prometheus metrics, served on ``GET /metrics`` in the text format.
+
+Why it looks the way it does:
+
+- **One registry per app**, not prometheus-client's global one: tests run several apps in one
+  process, and each must count its own.
+- **Counters where things happen, gauges read at scrape time.** Requests, run ends and
+  refusals are counted as they happen; open streams, active runs and the embedding cache's
+  hits are read from the objects that already keep them, so nothing is counted twice.
+- **Bounded labels.** Routes are the matched route's template (``/threads/{thread_id}``),
+  never the raw path; error codes and refusal reasons are the server's own stable codes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from agent_server.store.base import RunEnd
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "citadel_http_requests",
+            "HTTP requests and WebSocket sessions answered, by route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "citadel_http_request_duration_seconds",
+            "Time to the end of the answer (whole streams included), by route template",
+            ["method", "route"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+        )
+        self.runs = Counter(
+            "citadel_runs",
+            "Runs ended, by status, outcome and error code",
+            ["status", "outcome", "error_code"],
+            registry=self.registry,
+        )
+        self.auth_refusals = Counter(
+            "citadel_auth_refusals",
+            "Credentials refused (401), by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.rate_limited = Counter(
+            "citadel_rate_limited",
+            "Requests refused with 429, by kind (runs, ingest, requests, address)",
+            ["kind"],
+            registry=self.registry,
+        )
+
+    def run_ended(self, end: RunEnd) -> None:
+        self.runs.labels(end.status.value, end.outcome or "", end.error_code or "").inc()
+
+    def gauge(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        """A value read from its owner at each scrape."""
+        self.registry.register(_Read(GaugeMetricFamily, name, documentation, read))
+
+    def counters(
+        self, name: str, documentation: str, label: str, read: Callable[[], dict[str, float]]
+    ) -> None:
+        """Counters kept by their owner (one per ``label`` value), read at each scrape."""
+        self.registry.register(_Read(CounterMetricFamily, name, documentation, read, label))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _Read(Collector):
+    def __init__(
+        self,
+        family: type[GaugeMetricFamily] | type[CounterMetricFamily],
+        name: str,
+        documentation: str,
+        read: Callable[[], float] | Callable[[], dict[str, float]],
+        label: str | None = None,
+    ) -> None:
+        self._family, self._name, self._doc = family, name, documentation
+        self._read, self._label = read, label
+
+    def collect(self) -> Iterator[Metric]:
+        value = self._read()
+        if self._label is None:
+            assert isinstance(value, int | float)
+            yield self._family(self._name, self._doc, value=value)
+            return
+        assert isinstance(value, dict)
+        metric = self._family(self._name, self._doc, labels=[self._label])
+        for key, count in value.items():
+            metric.add_metric([key], count)
+        yield metric
+
+
+class MetricsMiddleware:
+    """Counts every HTTP answer and WebSocket session by its route template and status."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500 if scope["type"] == "http" else 101
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] in ("http.response.start", "websocket.http.response.start"):
+                status = message["status"]
+            elif message["type"] == "websocket.close" and status == 101:
+                status = 403  # closed before it was accepted
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            services = getattr(scope["app"].state, "services", None)
+            if services is not None:
+                route = scope.get("route")
+                template = route.path if route is not None else "unmatched"
+                method = scope.get("method", "WEBSOCKET")
+                metrics: Metrics = services.metrics
+                metrics.requests.labels(method, template, str(status)).inc()
+                elapsed = time.perf_counter() - started
+                metrics.request_seconds.labels(method, template).observe(elapsed)
