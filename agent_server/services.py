@@ -182,7 +182,7 @@ async def start_services(settings: Settings, model: ChatModel) -> Services:
         ),
     )
     limits = InputLimits(max_messages=settings.max_messages, max_tools=settings.max_tools)
-    metrics = _metrics(runs, access, embedder)
+    metrics = _metrics(runs, access, embedder, knowledge)
     return Services(
         settings,
         model,
@@ -201,10 +201,15 @@ async def start_services(settings: Settings, model: ChatModel) -> Services:
     )
 
 
-def _metrics(runs: RunManager, access: Access, embedder: Embedder) -> Metrics:
+def _metrics(
+    runs: RunManager, access: Access, embedder: Embedder, knowledge: KnowledgeBase | None
+) -> Metrics:
     """The app's metrics, wired to what keeps the numbers."""
     metrics = Metrics()
     runs.ended.append(metrics.run_ended)
+    runs.agent.tool_calls.append(metrics.tool_called)
+    if knowledge is not None:
+        knowledge.searches.append(metrics.searched)
     metrics.gauge(
         "citadel_runs_active", "Runs in progress on this worker", lambda: runs.active_count
     )

@@ -11,7 +11,8 @@ job from the old record.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -79,6 +80,8 @@ class KnowledgeBase:
         self.documents = documents
         self.reranker = reranker
         self.hybrid = hybrid  # the default of searches that do not say
+        # Told of each search call: (seconds, hybrid), embedding and reranking included.
+        self.searches: list[Callable[[float, bool], None]] = []
         self.chunking = chunking or ChunkingSettings()
         self.sparse = SparseEncoder(self.chunking.size)
         self._ready: set[str] = set()  # collections known to exist
@@ -173,6 +176,7 @@ class KnowledgeBase:
         the reranker order them (its relevance becomes the score)."""
         if rerank and self.reranker is None:
             raise RerankerMissing()
+        started = time.perf_counter()
         collection = self.collection(knowledge_base)
         vectors = await self.embedder.embed(list(queries))
         await self._ensure(collection)
@@ -191,12 +195,14 @@ class KnowledgeBase:
             )
             for query, vector in zip(queries, vectors, strict=True)
         ]
-        if not rerank:
-            return found
-        return [
-            await self._reranked(query, hits, top_k)
-            for query, hits in zip(queries, found, strict=True)
-        ]
+        if rerank:
+            found = [
+                await self._reranked(query, hits, top_k)
+                for query, hits in zip(queries, found, strict=True)
+            ]
+        for observer in self.searches:
+            observer(time.perf_counter() - started, hybrid)
+        return found
 
     async def _reranked(self, query: str, hits: list[Hit], top_k: int) -> list[Hit]:
         if not hits:

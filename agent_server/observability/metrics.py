@@ -49,6 +49,25 @@ class Metrics:
             ["status", "outcome", "error_code"],
             registry=self.registry,
         )
+        self.tool_calls = Counter(
+            "citadel_tool_calls",
+            "Backend tool calls, by tool and result (error: the model read an error)",
+            ["tool", "result"],
+            registry=self.registry,
+        )
+        self.tool_seconds = Histogram(
+            "citadel_tool_call_duration_seconds",
+            "Backend tool call latency, by tool",
+            ["tool"],
+            registry=self.registry,
+        )
+        self.retrieval_seconds = Histogram(
+            "citadel_retrieval_duration_seconds",
+            "Knowledge-base searches (embedding, search, reranking), by mode",
+            ["mode"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
         self.auth_refusals = Counter(
             "citadel_auth_refusals",
             "Credentials refused (401), by reason",
@@ -61,6 +80,13 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+
+    def tool_called(self, tool: str, seconds: float, failed: bool) -> None:
+        self.tool_calls.labels(tool, "error" if failed else "ok").inc()
+        self.tool_seconds.labels(tool).observe(seconds)
+
+    def searched(self, seconds: float, hybrid: bool) -> None:
+        self.retrieval_seconds.labels("hybrid" if hybrid else "dense").observe(seconds)
 
     def run_ended(self, end: RunEnd) -> None:
         self.runs.labels(end.status.value, end.outcome or "", end.error_code or "").inc()

@@ -15,8 +15,9 @@ mirror the client builds, which is what gets stored, also when the run is cancel
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +37,7 @@ from agent_server.models.base import (
 from agent_server.runtime.history import Message, merge_history
 from agent_server.runtime.prompt import chat_messages, system_prompt, user_text
 from agent_server.runtime.state import SharedState
-from agent_server.runtime.tools import BackendTool, ToolContext, ToolRegistry
+from agent_server.runtime.tools import BackendTool, ToolContext, ToolRegistry, is_error_result
 from agent_server.store.base import (
     EventBatch,
     PendingInterrupt,
@@ -208,6 +209,8 @@ class Agent:
         self.tools = tools
         self.store = store
         self.settings = settings
+        # Told of each backend tool call: (tool name, seconds, whether it answered an error).
+        self.tool_calls: list[Callable[[str, float, bool], None]] = []
 
     # Phase 1: checks -------------------------------------------------------------------------
 
@@ -427,7 +430,10 @@ class Agent:
         context = ToolContext(
             prepared.thread_id, prepared.run_id, prepared.state.working, prepared.record.owner
         )
+        started = time.perf_counter()
         result = await tool.invoke(arguments, context)
+        for observer in self.tool_calls:
+            observer(tool.name, time.perf_counter() - started, is_error_result(result))
         prepared.state.working = context.state
         yield events.tool_call_result(new_id("msg"), call_id, result)
         for event in prepared.state.publish():

@@ -83,6 +83,11 @@ def error_result(message: str) -> str:
     return orjson.dumps({"error": message}).decode()
 
 
+def is_error_result(result: str) -> bool:
+    """Whether a tool answered with :func:`error_result` (or the same shape)."""
+    return result.startswith('{"error":')
+
+
 class ToolRegistry:
     def __init__(self, tools: Iterable[BackendTool] = ()) -> None:
         self._tools = {tool.name: tool for tool in tools}

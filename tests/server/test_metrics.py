@@ -8,7 +8,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import citadel, double_model
-from tests.doubles.ollama import ScriptedReply, text_reply
+from tests.doubles.ollama import ScriptedReply, text_reply, tool_call_reply
 from tests.server.test_access import run_body
 from tests.support.agui import stream, types
 from tests.support.clerk import bearer, clerk_settings, session_token
@@ -27,7 +27,10 @@ async def scrape(client: httpx.AsyncClient) -> dict[tuple[str, tuple[tuple[str, 
 
 
 async def test_metrics_parse_and_move_with_runs_requests_and_refusals(ollama):
-    ollama.enqueue(ScriptedReply(text_reply("Counted.")))
+    ollama.enqueue(
+        ScriptedReply(tool_call_reply([("calculate", {"expression": "17 * 23"})])),
+        ScriptedReply(text_reply("391.")),
+    )
     token = bearer(session_token())
     async with (
         citadel(double_model(ollama), **clerk_settings(rate_runs="1/min")) as url,
@@ -38,9 +41,11 @@ async def test_metrics_parse_and_move_with_runs_requests_and_refusals(ollama):
         limited = await client.post("/agui", json=run_body(), headers=token)
         refused = await client.get("/threads", headers=bearer("x.y.z"))
         await client.get("/threads", headers=token)
+        searched = await client.post("/rag/query", json={"query": "x"}, headers=token)
         after = await scrape(client)
     assert status == 200 and types(events)[-1] == "RUN_FINISHED"
     assert limited.status_code == 429 and refused.status_code == 401
+    assert searched.status_code == 200
 
     def moved(name: str, **labels: str) -> float:
         key = (name, tuple(sorted(labels.items())))
@@ -52,6 +57,9 @@ async def test_metrics_parse_and_move_with_runs_requests_and_refusals(ollama):
     assert moved("citadel_http_requests_total", method="GET", route="/threads", status="200") == 1
     assert moved("citadel_rate_limited_total", kind="runs") == 1
     assert moved("citadel_auth_refusals_total", reason="malformed") == 1
+    assert moved("citadel_tool_calls_total", tool="calculate", result="ok") == 1
+    assert moved("citadel_tool_call_duration_seconds_count", tool="calculate") == 1
+    assert moved("citadel_retrieval_duration_seconds_count", mode="hybrid") == 1
     assert after[("citadel_runs_active", ())] == 0 and after[("citadel_streams_open", ())] == 0
     assert ("citadel_embedding_cache_lookups_total", (("result", "miss"),)) in after
     durations = [key for key in after if key[0] == "citadel_http_request_duration_seconds_count"]
