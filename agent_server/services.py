@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agent_server import __version__
@@ -59,7 +59,10 @@ class Services:
     input_limits: InputLimits
     access: Access
     metrics: Metrics
+    redis_client: redis.Redis | None  # the shared client (caches, rate limits); None: no REDIS_URL
     _resources: contextlib.AsyncExitStack
+    # Each dependency's last failed check (GET /health/detailed): name -> error and when.
+    last_errors: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     async def aclose(self) -> None:
         """Stop runs first (their ends are stored), then what they wrote through."""
@@ -197,6 +200,7 @@ async def start_services(settings: Settings, model: ChatModel) -> Services:
         limits,
         access,
         metrics,
+        redis_client,
         resources,
     )
 

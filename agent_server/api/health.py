@@ -1,20 +1,25 @@
-"""Liveness, readiness and metrics: the routes anyone may call."""
+"""Liveness, readiness and metrics (the routes anyone may call), and the detailed health."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Awaitable
+from datetime import UTC, datetime
 from typing import Any
 
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from agent_server.api.http import services_of
+from agent_server.auth.principals import principal_of
+from agent_server.knowledge.errors import RetrievalUnavailable
 from agent_server.models.base import ModelError
 from agent_server.observability.metrics import CONTENT_TYPE
 from agent_server.store.base import StorageUnavailable
+from protocol.input import InputError
 
 READY_CHECK_TIMEOUT = 5.0
 
@@ -38,19 +43,54 @@ async def ready(request: Request) -> Response:
     )
 
 
-async def _timed(check: Awaitable[None]) -> dict[str, Any]:
+async def detailed(request: Request) -> Response:
+    """Every configured dependency with its latency, and the last error each one gave
+    (administrators only: error messages name hosts)."""
+    if not principal_of(request).admin:
+        raise InputError(403, "forbidden", "the detailed health is for administrators")
+    services = services_of(request)
+    checks: dict[str, Awaitable[Any]] = {
+        "model": services.model.check(),
+        "store": services.store.check(),
+    }
+    if services.knowledge is not None:
+        checks["embedder"] = services.knowledge.embedder.check()
+        checks["vectors"] = services.knowledge.vectors.check()
+    if services.redis_client is not None:
+        checks["redis"] = services.redis_client.ping()
+    results = dict(
+        zip(checks, await asyncio.gather(*(_timed(c) for c in checks.values())), strict=True)
+    )
+    for name, result in results.items():
+        if result["status"] != "ok":
+            services.last_errors[name] = {
+                "error": result["error"],
+                "at": datetime.now(UTC).isoformat(),
+            }
+        result["lastError"] = services.last_errors.get(name)
+    results["model"]["provider"] = services.model.provider
+    ok = all(result["status"] == "ok" for result in results.values())
+    return JSONResponse({"status": "ok" if ok else "degraded", "checks": results})
+
+
+async def _timed(check: Awaitable[Any]) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         async with asyncio.timeout(READY_CHECK_TIMEOUT):
             await check
         result: dict[str, Any] = {"status": "ok"}
-    except (ModelError, StorageUnavailable) as error:
-        code = error.code if isinstance(error, ModelError) else "storage_unavailable"
-        result = {"status": "error", "code": code, "error": str(error)}
+    except (ModelError, StorageUnavailable, RetrievalUnavailable, RedisError) as error:
+        result = {"status": "error", "code": _code(error), "error": str(error)}
     except TimeoutError:
         result = {"status": "error", "code": "timeout", "error": "no answer within 5 s"}
     result["latencyMs"] = round((time.perf_counter() - started) * 1000, 1)
     return result
+
+
+def _code(error: Exception) -> str:
+    if isinstance(error, ModelError | RetrievalUnavailable):
+        return error.code
+    return "storage_unavailable" if isinstance(error, StorageUnavailable) else "redis_unavailable"
 
 
 async def metrics(request: Request) -> Response:
@@ -62,5 +102,6 @@ async def metrics(request: Request) -> Response:
 routes = [
     Route("/health", health, methods=["GET"]),
     Route("/ready", ready, methods=["GET"]),
+    Route("/health/detailed", detailed, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
 ]

@@ -1,0 +1,53 @@
+"""``GET /health/detailed``: every configured dependency with its latency and its last error,
+for administrators. Real Postgres, Redis, embedder and vector engine; the chat model is the
+Ollama backend on OllamaDouble (a TEST DOUBLE: no Ollama server runs here)."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.conftest import citadel, double_model
+from tests.support.clerk import admin_token, bearer, clerk_settings, session_token
+
+
+async def test_every_dependency_is_checked_and_a_failure_is_remembered(ollama, unused_tcp_port):
+    async with (
+        citadel(double_model(ollama), redis_url="redis://127.0.0.1:6379/0") as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+    ):
+        healthy = (await client.get("/health/detailed")).json()
+        await ollama.__aexit__(None, None, None)  # the model backend goes away
+        down = (await client.get("/health/detailed")).json()
+    assert healthy["status"] == "ok"
+    assert set(healthy["checks"]) == {"model", "store", "embedder", "vectors", "redis"}
+    assert all(c["status"] == "ok" and c["lastError"] is None for c in healthy["checks"].values())
+    assert all(c["latencyMs"] >= 0 for c in healthy["checks"].values())
+    assert down["status"] == "degraded"
+    model = down["checks"]["model"]
+    assert model["status"] == "error" and model["code"] == "model_unavailable"
+    assert model["lastError"]["error"] == model["error"] and model["lastError"]["at"]
+    assert down["checks"]["store"]["status"] == "ok"
+
+
+async def test_a_redis_that_is_down_is_reported_not_raised(ollama, unused_tcp_port):
+    async with (
+        citadel(double_model(ollama), redis_url=f"redis://127.0.0.1:{unused_tcp_port}/0") as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+    ):
+        response = await client.get("/health/detailed")
+    redis = response.json()["checks"]["redis"]
+    assert response.status_code == 200 and response.json()["status"] == "degraded"
+    assert redis["status"] == "error" and redis["code"] == "redis_unavailable"
+
+
+async def test_the_detailed_health_is_for_administrators(ollama):
+    async with (
+        citadel(double_model(ollama), **clerk_settings()) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+    ):
+        anonymous = await client.get("/health/detailed")
+        user = await client.get("/health/detailed", headers=bearer(session_token()))
+        admin = await client.get("/health/detailed", headers=bearer(admin_token()))
+    assert anonymous.status_code == 401
+    assert user.status_code == 403 and user.json()["error"]["code"] == "forbidden"
+    assert admin.status_code == 200 and "model" in admin.json()["checks"]
