@@ -18,19 +18,17 @@ and, on unsafe methods, an allowed ``Origin``.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 from collections.abc import Sequence
 
-import orjson
 from starlette.requests import HTTPConnection
 
-from agent_server.auth.clerk import M2M_CATEGORY, ClerkVerifier, InvalidToken
+from agent_server.auth.clerk import OPAQUE_PREFIXES as CLERK_PREFIXES
+from agent_server.auth.clerk import ClerkVerifier, InvalidToken, names_a_machine
 from agent_server.auth.opaque import OPAQUE_PREFIXES, MachineTokenRefused, OpaqueMachineVerifier
 from agent_server.auth.principals import Principal
 from agent_server.store.api_keys import ApiKeyStore, parse_secret
 
-CLERK_OTHER_PREFIXES = ("ak_", "oat_")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -83,12 +81,12 @@ class Authenticator:
                 return await self._opaque.verify(token)
             except MachineTokenRefused as refused:
                 raise Unauthorized(f"machine:{refused.reason}") from None
-        if token.startswith(CLERK_OTHER_PREFIXES):
+        if token.startswith(CLERK_PREFIXES):  # Clerk's API keys, OAuth tokens
             raise Unauthorized("token_type_not_accepted")
         if self._sessions is None:
             raise Unauthorized("clerk_off")
         try:
-            if _looks_like_machine(token):
+            if names_a_machine(token):
                 if not self._machine_jwts:
                     raise Unauthorized("machine_jwts_off")
                 return await self._sessions.verify_machine(token)
@@ -126,8 +124,7 @@ class Authenticator:
             principal = await self._sessions.verify_session(token)
         except InvalidToken as invalid:
             raise Unauthorized(invalid.reason) from None
-        issued = _unverified_claims(token).get("iat")
-        if not isinstance(issued, int | float) or issued < client_uat:
+        if principal.issued_at is None or principal.issued_at < client_uat:
             raise Unauthorized("cookie_older_than_client")
         return principal
 
@@ -149,31 +146,3 @@ def _bearer_token(values: list[str]) -> str:
     if not token or " " in token or "," in token:
         raise Unauthorized("malformed_bearer")
     return token
-
-
-def _looks_like_machine(token: str) -> bool:
-    """An M2M JWT by its header category or its subject; decided before any check, which is
-    safe because the machine path verifies everything the session path does except ``sid``."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return False
-    header = _decode_segment(parts[0])
-    if header.get("cat") == M2M_CATEGORY:
-        return True
-    subject = _decode_segment(parts[1]).get("sub")
-    return isinstance(subject, str) and subject.startswith("mch_")
-
-
-def _unverified_claims(token: str) -> dict[str, object]:
-    parts = token.split(".")
-    return _decode_segment(parts[1]) if len(parts) == 3 else {}
-
-
-def _decode_segment(segment: str) -> dict[str, object]:
-    if len(segment) > 16_384:
-        return {}
-    try:
-        value = orjson.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except (binascii.Error, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}

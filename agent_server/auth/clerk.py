@@ -61,6 +61,7 @@ SESSION_CATEGORIES = frozenset({SESSION_CATEGORY, IGNORE_CATEGORY})
 MACHINE_CATEGORIES = frozenset({M2M_CATEGORY})
 OPAQUE_PREFIXES = ("mt_", "ak_", "oat_", "m2m_")
 MAX_CLOCK_SKEW_S = 60.0
+MAX_PEEK_BYTES = 65_536  # names_a_machine reads no further (the size cap comes later)
 SESSION_CLAIMS = ("exp", "iat", "iss", "sub", "sid")
 MACHINE_CLAIMS = ("exp", "iat", "iss", "sub")
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
@@ -204,7 +205,13 @@ class ClerkVerifier:
             raise InvalidToken("bad_claim:sub")
         if not _names_machine(claims, machine_id):
             raise InvalidToken("machine_not_in_scope")
-        return Principal(claims["sub"], kind="machine", scopes=frozenset({AGENTS}), expires_at=exp)
+        return Principal(
+            claims["sub"],
+            kind="machine",
+            scopes=frozenset({AGENTS}),
+            expires_at=exp,
+            issued_at=_time_claim(claims, "iat"),
+        )
 
     # Steps shared by both paths ----------------------------------------------------------
 
@@ -279,6 +286,7 @@ class ClerkVerifier:
             admin=self._is_admin(claims, org_role),
             actor=actor_sub if isinstance(actor_sub, str) else None,
             expires_at=exp,
+            issued_at=_time_claim(claims, "iat"),
         )
 
     def _is_admin(self, claims: Mapping[str, Any], org_role: str | None) -> bool:
@@ -297,6 +305,22 @@ class ClerkVerifier:
 
 
 # Pre-checks (no crypto, no I/O) ------------------------------------------------------------
+
+
+def names_a_machine(token: str) -> bool:
+    """Whether ``token`` presents itself as an M2M JWT (its header's category, or a machine
+    subject): which path verifies it. Deciding before verification is safe, because each path
+    checks everything it needs; a token too malformed to tell takes the session path, which
+    refuses it."""
+    segments = token.split(".")
+    if len(segments) != 3 or len(token) > MAX_PEEK_BYTES:
+        return False
+    try:
+        if _json_object(segments[0]).get("cat") in MACHINE_CATEGORIES:
+            return True
+        return _matches(_MACHINE, _json_object(segments[1]).get("sub"))
+    except InvalidToken:
+        return False
 
 
 def _precheck(token: str, max_bytes: int, categories: frozenset[str]) -> dict[str, Any]:

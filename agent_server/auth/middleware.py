@@ -31,10 +31,10 @@ import random
 import time
 from enum import StrEnum
 
-import orjson
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from agent_server.api.http import error_response
 from agent_server.auth.authenticator import Unauthorized
 from agent_server.auth.principals import LOCAL_USER
 from agent_server.auth.scopes import allows
@@ -173,27 +173,21 @@ async def _deny(
     invalid_token: bool = False,
     close: bool = False,
 ) -> None:
-    """A JSON error; for a WebSocket, the same as its handshake's HTTP answer when the server
-    supports it, else a close before accepting."""
-    body = orjson.dumps({"error": {"code": code, "message": message}})
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    """The API's JSON error (:func:`~agent_server.api.http.error_response`); for a WebSocket,
+    the same as its handshake's HTTP answer when the server supports it, else a close before
+    accepting."""
+    headers = {}
     if status == 401:
-        challenge = 'Bearer realm="citadel"'
-        if invalid_token:
-            challenge += ', error="invalid_token"'
-        headers.append((b"www-authenticate", challenge.encode()))
+        headers["WWW-Authenticate"] = 'Bearer realm="citadel"' + (
+            ', error="invalid_token"' if invalid_token else ""
+        )
     if retry_after is not None:
-        headers.append((b"retry-after", str(max(1, math.ceil(retry_after))).encode()))
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     if close:
-        headers.append((b"connection", b"close"))
+        headers["Connection"] = "close"
     if scope["type"] == "websocket":
         await receive()  # websocket.connect: the handshake must be read before it is answered
         if "websocket.http.response" not in scope.get("extensions", {}):
             await send({"type": "websocket.close", "code": 1008})
             return
-        start = "websocket.http.response.start"
-        body_type = "websocket.http.response.body"
-    else:
-        start, body_type = "http.response.start", "http.response.body"
-    await send({"type": start, "status": status, "headers": headers})
-    await send({"type": body_type, "body": body})
+    await error_response(status, code, message, headers)(scope, receive, send)

@@ -27,7 +27,8 @@ class Principal:
     # see :mod:`agent_server.auth.scopes`); None: a person, limited by ownership and role only.
     scopes: frozenset[str] | None = None
     actor: str | None = None  # who acts under this identity (Clerk impersonation ``act.sub``)
-    expires_at: float | None = None  # the credential's expiry (epoch s): caps a stream's life
+    expires_at: float | None = None  # the credential's expiry (epoch s)
+    issued_at: float | None = None  # the credential's ``iat`` (epoch s): Clerk's cookie rule
 
 
 # With CITADEL_AUTH=off every request is this one local user (refused in production).

@@ -20,6 +20,7 @@ from agent_server.auth.clerk import (
     ClerkConfig,
     ClerkVerifier,
     InvalidToken,
+    names_a_machine,
     normalise_pem,
     org_permissions,
 )
@@ -172,6 +173,7 @@ async def test_v2_claims_make_the_principal(verifier: ClerkVerifier) -> None:
         scopes=None,
         actor=None,
         expires_at=NOW + 60,
+        issued_at=NOW,
     )
 
 
@@ -290,7 +292,11 @@ async def test_machine_tokens_naming_us_are_accepted(
     claims: dict[str, Any], verifier: ClerkVerifier
 ) -> None:
     assert await verifier.verify_machine(make_machine_token(**claims)) == Principal(
-        CALLER_MACHINE, kind="machine", scopes=frozenset({"agents"}), expires_at=NOW + 300
+        CALLER_MACHINE,
+        kind="machine",
+        scopes=frozenset({"agents"}),
+        expires_at=NOW + 300,
+        issued_at=NOW,
     )
 
 
@@ -434,3 +440,18 @@ def test_session_claims_fixture_is_the_84_base() -> None:
         "typ": "JWT",
         "cat": "cl_B7d4PD111AAA",
     }
+
+
+@pytest.mark.parametrize(
+    ("token", "machine"),
+    [
+        (make_machine_token(), True),  # category M2M
+        (make_machine_token(header={"cat": DROP}), True),  # no category, a machine subject
+        (make_token(), False),
+        (make_token(header={"cat": DROP}), False),
+        ("not.a.token", False),
+        ("mt_opaque", False),
+    ],
+)
+def test_which_path_verifies_a_token(token: str, machine: bool) -> None:
+    assert names_a_machine(token) is machine
