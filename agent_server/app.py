@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from agent_server.api import admin, agui, health, openai_compat, rag, threads
+from agent_server.api import admin, admin_events, agui, health, openai_compat, rag, threads
 from agent_server.api.http import (
     http_error_handler,
     input_error_handler,
@@ -25,6 +25,7 @@ from agent_server.knowledge.errors import RetrievalUnavailable
 from agent_server.knowledge.library import RerankerMissing
 from agent_server.models import create_chat_model
 from agent_server.models.base import ChatModel
+from agent_server.observability.logs import REQUEST_ID_HEADER, RequestIdMiddleware
 from agent_server.observability.metrics import MetricsMiddleware
 from agent_server.services import build_tools, start_services
 from agent_server.store.base import StorageUnavailable
@@ -60,13 +61,17 @@ def create_app(settings: Settings | None = None, *, model: ChatModel | None = No
                 CORSMiddleware,
                 allow_origins=settings.cors_origins,
                 allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
-                allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+                allow_headers=["Authorization", "Content-Type", "Last-Event-ID", REQUEST_ID_HEADER],
                 # Bearer tokens need no credentials mode; the session cookie does.
                 allow_credentials=settings.clerk_accept_cookie and "*" not in settings.cors_origins,
-                expose_headers=["Retry-After", "WWW-Authenticate", "Location"],
+                expose_headers=["Retry-After", "WWW-Authenticate", "Location", REQUEST_ID_HEADER],
             )
         )
-    middleware += [Middleware(MetricsMiddleware), Middleware(AuthMiddleware)]
+    middleware += [
+        Middleware(RequestIdMiddleware),  # outside the rest: refusals carry the id too
+        Middleware(MetricsMiddleware),
+        Middleware(AuthMiddleware),
+    ]
     return Starlette(
         routes=[
             *agui.routes,
@@ -74,6 +79,7 @@ def create_app(settings: Settings | None = None, *, model: ChatModel | None = No
             *rag.routes,
             *openai_compat.routes,
             *admin.routes,
+            *admin_events.routes,
             *health.routes,
         ],
         middleware=middleware,

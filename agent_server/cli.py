@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import logging
 import sys
 import uuid
 from pathlib import Path
@@ -109,15 +108,20 @@ def _serve(host: str | None, port: int | None) -> int:
     import uvicorn
 
     from agent_server.app import create_app
+    from agent_server.observability.logs import configure_logging
 
     overrides = {key: value for key, value in (("host", host), ("port", port)) if value}
     settings = Settings(**overrides)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
     app = create_app(settings)
     tune_garbage_collector()
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=None,  # uvicorn's records go to our handler, with the request's id
+    )
     return 0
 
 

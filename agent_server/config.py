@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     data_dir: Path = Path("data")
     log_level: str = "info"
+    log_format: Literal["json", "text"] | None = None  # default: json in production, else text
 
     # Chat model
     llm: Literal["embedded", "ollama", "openai"] = "embedded"
@@ -103,6 +104,11 @@ class Settings(BaseSettings):
     # Events closer together than this share one write (a burst, not a token stream).
     stream_flush_interval: float = Field(0.005, ge=0, le=1)
     event_log_retention: float = Field(300.0, ge=0)  # replayed from memory; later, from the store
+
+    # Across workers (REDIS_URL) and the admin feed
+    feed_length: int = Field(100_000, ge=100)  # feed entries kept (Redis trims about there)
+    claim_lease: float = Field(15.0, gt=0)  # a dead worker's threads are free after this
+    admin_feed_max_lag: float = Field(5.0, gt=0)  # a reader further behind skips ahead
 
     # Thread store
     store: Literal["postgres", "memory"] = "postgres"  # memory: nothing survives the process

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from agent_server import __version__
 from agent_server.auth.access import Access, open_access
@@ -13,13 +16,16 @@ from agent_server.config import ConfigError, Settings
 from agent_server.knowledge.embedders import create_embedder, knowledge_client
 from agent_server.knowledge.embedders.base import Embedder
 from agent_server.knowledge.embedders.cache import CachedEmbedder
-from agent_server.knowledge.ingest import IngestJobs, files_under
+from agent_server.knowledge.ingest import IngestJobs, files_under, job_json
 from agent_server.knowledge.library import ChunkingSettings, KnowledgeBase
 from agent_server.knowledge.rerank import Reranker
 from agent_server.models.base import ChatModel
+from agent_server.models.resilience import CircuitBreaker, CircuitState
 from agent_server.observability.metrics import Metrics
+from agent_server.runs.bus import EventBus, LocalBus
+from agent_server.runs.claims import LocalClaims, RunClaims
 from agent_server.runs.manager import RunLimits, RunManager
-from agent_server.runs.writer import EventWriter
+from agent_server.runs.pump import LogPump
 from agent_server.runtime.builtin_tools import BUILTIN_TOOLS
 from agent_server.runtime.knowledge_tools import (
     CITATION_PROMPT,
@@ -30,8 +36,8 @@ from agent_server.runtime.knowledge_tools import (
 from agent_server.runtime.loop import DEFAULT_SYSTEM_PROMPT, Agent, AgentSettings
 from agent_server.runtime.tools import ToolRegistry
 from agent_server.store.api_keys import ApiKeyStore, MemoryApiKeyStore
-from agent_server.store.base import Actor, ThreadStore
-from agent_server.store.documents import DocumentStore
+from agent_server.store.base import Actor, StorageUnavailable, ThreadStore
+from agent_server.store.documents import DocumentStore, IngestJob
 from agent_server.store.memory import MemoryDocumentStore, MemoryThreadStore
 from protocol.input import InputLimits
 
@@ -143,16 +149,19 @@ async def start_services(settings: Settings, model: ChatModel) -> Services:
         store, documents, api_keys = await _open_stores(settings, resources)
         redis_client = open_redis(settings, resources)
         access = await open_access(settings, store, api_keys, redis_client, resources)
-        writer = EventWriter(store, interval=settings.event_flush_interval)
+        writer = LogPump(
+            "store", store.append_events, StorageUnavailable, interval=settings.event_flush_interval
+        )
         writer.start()
         resources.push_async_callback(writer.close)
+        bus, claims = open_spine(settings, redis_client, resources)
         embedder = await open_embedder(settings, resources, redis_client)
         reranker = open_reranker(settings, resources)
         policy = retrieval_policy(settings, model)
         knowledge = jobs = None
         if policy != "off":
             knowledge = await open_knowledge(settings, embedder, documents, resources, reranker)
-            jobs = IngestJobs(knowledge, documents)
+            jobs = IngestJobs(knowledge, documents, announce=_announcer(bus))
             resources.push_async_callback(jobs.aclose)
             await _seed_demo_docs(settings, knowledge, jobs)
         tools = build_tools(settings, knowledge, policy)
@@ -183,9 +192,12 @@ async def start_services(settings: Settings, model: ChatModel) -> Services:
             write_timeout=settings.db_write_timeout,
             log_retention=settings.event_log_retention,
         ),
+        bus=bus,
+        claims=claims,
     )
+    await runs.open()
     limits = InputLimits(max_messages=settings.max_messages, max_tools=settings.max_tools)
-    metrics = _metrics(runs, access, embedder, knowledge)
+    metrics = _metrics(runs, access, embedder, knowledge, model, store)
     return Services(
         settings,
         model,
@@ -206,11 +218,42 @@ async def start_services(settings: Settings, model: ChatModel) -> Services:
 
 
 def _metrics(
-    runs: RunManager, access: Access, embedder: Embedder, knowledge: KnowledgeBase | None
+    runs: RunManager,
+    access: Access,
+    embedder: Embedder,
+    knowledge: KnowledgeBase | None,
+    model: ChatModel,
+    store: ThreadStore,
 ) -> Metrics:
     """The app's metrics, wired to what keeps the numbers."""
     metrics = Metrics()
     runs.ended.append(metrics.run_ended)
+    runs.timed.append(metrics.run_timed)
+    metrics.labelled(
+        "citadel_event_log_lag_seconds",
+        "How long each copy of the run logs has been failing (0: up to date), by sink",
+        "sink",
+        lambda: {"store": runs.writer.lag, "bus": runs.publisher.lag},
+        gauge=True,
+    )
+    breaker: CircuitBreaker | None = getattr(model, "breaker", None)
+    if breaker is not None:  # HTTP backends; the embedded model has no circuit
+        metrics.labelled(
+            "citadel_model_circuit_state",
+            "The model backend's circuit breaker: 1 for its current state",
+            "state",
+            lambda: {state.value: float(breaker.state is state) for state in CircuitState},
+            gauge=True,
+        )
+    pool_use = getattr(store, "pool_use", None)
+    if pool_use is not None:  # Postgres
+        metrics.labelled(
+            "citadel_db_pool_connections",
+            "Database pool connections by state (in_use, idle) and its max size",
+            "state",
+            pool_use,
+            gauge=True,
+        )
     runs.agent.tool_calls.append(metrics.tool_called)
     if knowledge is not None:
         knowledge.searches.append(metrics.searched)
@@ -222,7 +265,7 @@ def _metrics(
     )
     if isinstance(embedder, CachedEmbedder):
         stats = embedder.stats
-        metrics.counters(
+        metrics.labelled(
             "citadel_embedding_cache_lookups",
             "Texts looked up in the embedding cache, by where they were found",
             "result",
@@ -233,6 +276,15 @@ def _metrics(
             },
         )
     return metrics
+
+
+def _announcer(bus: EventBus) -> Callable[[IngestJob], Awaitable[None]]:
+    """Ingestion jobs on the admin feed, as ``GET /rag/jobs/{id}`` shows them."""
+
+    async def announce(job: IngestJob) -> None:
+        await bus.note("ingest", orjson.dumps(job_json(job)), job.owner)
+
+    return announce
 
 
 def open_reranker(settings: Settings, resources: contextlib.AsyncExitStack) -> Reranker | None:
@@ -279,9 +331,12 @@ async def open_knowledge(
     )
 
 
-def open_redis(settings: Settings, resources: contextlib.AsyncExitStack) -> redis.Redis | None:
-    """The shared Redis client (caches, rate limits), with short timeouts: a Redis that is
-    down costs each call half a second at most, and every user of it degrades."""
+def open_redis(
+    settings: Settings, resources: contextlib.AsyncExitStack, *, timeout: float = 0.5
+) -> redis.Redis | None:
+    """A Redis client with short timeouts: a Redis that is down costs each call ``timeout``
+    at most, and every user of it degrades. The shared one (caches, rate limits, publishing)
+    answers in half a second; readers that block in Redis get their own, longer one."""
     if settings.redis_url is None:
         return None
     import redis.asyncio as redis
@@ -290,12 +345,29 @@ def open_redis(settings: Settings, resources: contextlib.AsyncExitStack) -> redi
 
     client = redis.from_url(  # redis-py retries 10 times by default: seconds, not 0.5 s
         settings.redis_url.get_secret_value(),
-        socket_timeout=0.5,
+        socket_timeout=timeout,
         socket_connect_timeout=0.5,
         retry=Retry(NoBackoff(), 0),
     )
     resources.push_async_callback(client.aclose)
     return client
+
+
+def open_spine(
+    settings: Settings, redis_client: redis.Redis | None, resources: contextlib.AsyncExitStack
+) -> tuple[EventBus, RunClaims]:
+    """The event bus and the claims: Redis' when it is configured, else this process's."""
+    if redis_client is None:
+        return LocalBus(settings.feed_length), LocalClaims()
+    from agent_server.runs.redis_bus import RedisBus
+    from agent_server.runs.redis_claims import RedisClaims
+
+    # Readers block up to the keep-alive interval (admin feed) or a second (mirrors).
+    blocking = open_redis(settings, resources, timeout=settings.keepalive_interval + 5)
+    assert blocking is not None
+    retention, length = settings.event_log_retention, settings.feed_length
+    bus = RedisBus(redis_client, blocking, retention=retention, feed_length=length)
+    return bus, RedisClaims(redis_client, blocking, lease=settings.claim_lease)
 
 
 async def open_embedder(

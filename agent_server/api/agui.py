@@ -180,14 +180,21 @@ async def connect(request: Request) -> Response:
     if record is None and active is None:
         raise InputError(404, "thread_not_found", f"no thread {body.thread_id!r}")
     hydrate_run_id = f"{body.thread_id}:hydrate"
+    live: tuple[EventLog, int] | None = None
     if active is not None:
         messages, state, pending = active.history, active.prepared.state.value, []
+        live = active.log, active.start_seq
     else:
+        assert record is not None
         messages, state, pending = record.messages, record.state, record.pending_interrupts
+        elsewhere = await manager.run_elsewhere(body.thread_id)
+        if elsewhere is not None and elsewhere[0].owner == owner:
+            pending = []  # the thread is in a run: its interrupts were answered
+            live = elsewhere[1], elsewhere[0].start_seq
     prelude = _hydration(body.thread_id, hydrate_run_id, messages, state, pending, version)
-    if active is None:
+    if live is None:
         return Response(b"".join(prelude), media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
-    stream = _follow_sse(services, active.log, active.start_seq, version, active, prelude)
+    stream = _follow_sse(services, live[0], live[1], version, active, prelude)
     return _following_response(services, owner, stream)
 
 
@@ -199,8 +206,8 @@ async def _resume(
     version: WireVersion,
     active: ActiveRun | None,
 ) -> Response:
-    """Exactly the events after ``last_event_id``: from memory while the run is recent, from
-    the store after that (or after a restart)."""
+    """Exactly the events after ``last_event_id``: from memory while the run is recent (a
+    mirror if it runs on another worker), from the store after that (or after a restart)."""
     try:
         run_id, seq = parse_event_id(last_event_id)
     except ValueError as error:
@@ -208,7 +215,7 @@ async def _resume(
     stored = await services.store.get_run(thread_id, run_id)
     if stored is None or stored.owner != owner:
         raise InputError(404, "run_not_found", f"no replayable run {run_id!r} on this thread")
-    log = services.runs.log(thread_id, run_id)
+    log = await services.runs.find_log(thread_id, run_id)
     stored_until = log.first_seq - 1 if log is not None else stored.last_seq
     prelude: list[bytes] = []
     if seq < stored_until or log is None:

@@ -30,13 +30,19 @@ async def health(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    """Can this worker serve a run right now? 503 with the reasons when not."""
+    """Can this worker serve a run right now (the model, the database, and the vector store
+    when retrieval is on)? 503 with the reasons when not. The embedder and Redis are not
+    required: without them retrieval fails its tool calls and caches degrade, runs go on."""
     services = services_of(request)
-    model, store = await asyncio.gather(
-        _timed(services.model.check()), _timed(services.store.check())
-    )
-    model["provider"] = services.model.provider
-    checks = {"model": model, "store": store}
+    required: dict[str, Awaitable[Any]] = {
+        "model": services.model.check(),
+        "store": services.store.check(),
+    }
+    if services.knowledge is not None:
+        required["vectors"] = services.knowledge.vectors.check()
+    results = await asyncio.gather(*(_timed(check) for check in required.values()))
+    checks = dict(zip(required, results, strict=True))
+    checks["model"]["provider"] = services.model.provider
     ok = all(check["status"] == "ok" for check in checks.values())
     return JSONResponse(
         {"status": "ready" if ok else "unavailable", "checks": checks}, 200 if ok else 503

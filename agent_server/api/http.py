@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection, Request
@@ -37,6 +41,31 @@ def parse_body(model: type[StrictModel], data: Any) -> Any:
         return model.model_validate(data)
     except ValidationError as error:
         raise InputError(422, "invalid_input", describe_validation_error(error, data)) from None
+
+
+def encode_cursor(*parts: str) -> str:
+    """An opaque page cursor holding ``parts``: clients hand it back, never read it."""
+    return base64.urlsafe_b64encode(orjson.dumps(parts)).decode()
+
+
+def decode_cursor(cursor: str, count: int) -> list[str] | None:
+    """The ``count`` parts of a cursor :func:`encode_cursor` made; None if it is not one."""
+    try:
+        parts = orjson.loads(base64.urlsafe_b64decode(cursor))
+    except (binascii.Error, ValueError):  # orjson.JSONDecodeError is a ValueError
+        return None
+    if not isinstance(parts, list) or len(parts) != count:
+        return None
+    return parts if all(isinstance(part, str) for part in parts) else None
+
+
+def parse_time(text: str) -> datetime | None:
+    """An ISO-8601 time, in UTC if it names no offset; None if ``text`` is not one."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def error_response(

@@ -16,12 +16,11 @@ from agent_server.api.http import actor_of, parse_body, read_json, services_of
 from agent_server.auth.principals import principal_of
 from agent_server.auth.scopes import allows
 from agent_server.knowledge.answer import answer_with_citations
-from agent_server.knowledge.ingest import SourceFile
+from agent_server.knowledge.ingest import SourceFile, job_json
 from agent_server.knowledge.library import KnowledgeBase
 from agent_server.knowledge.vectors.base import Hit, SearchFilter
 from agent_server.runtime.knowledge_tools import hit_json
 from agent_server.services import Services
-from agent_server.store.documents import IngestJob
 from protocol.input import InputError, StrictModel
 
 KNOWLEDGE_BASE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -168,24 +167,6 @@ async def get_job(request: Request) -> Response:
             404, "job_not_found", f"no ingestion job {request.path_params['job_id']!r}"
         )
     return JSONResponse({"job": job_json(job)})
-
-
-def job_json(job: IngestJob) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "knowledgeBase": job.knowledge_base,
-        "status": job.status.value,
-        "filesTotal": job.files_total,
-        "filesDone": job.files_done,
-        "filesUnchanged": job.files_unchanged,
-        "chunksEmbedded": job.chunks_embedded,
-        "errors": [
-            {"file": error.file, "code": error.code, "message": error.message}
-            for error in job.errors
-        ],
-        "createdAt": job.created_at.isoformat() if job.created_at else None,
-        "finishedAt": job.finished_at.isoformat() if job.finished_at else None,
-    }
 
 
 # Documents -----------------------------------------------------------------------------------

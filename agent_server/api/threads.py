@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import datetime
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from agent_server.api.http import actor_of, read_json, services_of
+from agent_server.api.http import (
+    actor_of,
+    decode_cursor,
+    encode_cursor,
+    parse_time,
+    read_json,
+    services_of,
+)
 from agent_server.auth.principals import principal_of
 from agent_server.store.base import ThreadSummary
 from protocol.input import InputError
@@ -97,18 +101,17 @@ def _summary(item: ThreadSummary) -> dict[str, Any]:
 
 
 def _encode_cursor(item: ThreadSummary) -> str:
-    raw = orjson.dumps([item.updated_at.isoformat(), item.thread_id])
-    return base64.urlsafe_b64encode(raw).decode()
+    return encode_cursor(item.updated_at.isoformat(), item.thread_id)
 
 
 def _decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
     if cursor is None:
         return None
-    try:
-        updated_at, thread_id = orjson.loads(base64.urlsafe_b64decode(cursor))
-        return datetime.fromisoformat(updated_at), str(thread_id)
-    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
-        raise InputError(422, "invalid_cursor", "cursor is not one this server issued") from None
+    parts = decode_cursor(cursor, 2)
+    updated_at = parse_time(parts[0]) if parts is not None else None
+    if parts is None or updated_at is None:
+        raise InputError(422, "invalid_cursor", "cursor is not one this server issued")
+    return updated_at, parts[1]
 
 
 routes = [

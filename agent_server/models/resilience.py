@@ -28,6 +28,7 @@ import httpx
 import orjson
 
 from agent_server.models.base import ModelError, ModelTimeout, ModelUnavailable
+from agent_server.observability.logs import propagate_ids
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +211,9 @@ class ResilientHTTP:
 
     ``name`` prefixes every error message (e.g. ``"ollama at http://host:11434"``). ``api_key``
     is sent as a bearer token and masked in every server message. ``http`` is borrowed, never
-    closed; without it the instance owns a client and :meth:`aclose` closes it. ``sleep`` is
-    injectable for tests.
+    closed; without it the instance owns a client, which sends the request and run ids
+    (:func:`~agent_server.observability.logs.propagate_ids`), and :meth:`aclose` closes it.
+    ``sleep`` is injectable for tests.
     """
 
     def __init__(
@@ -230,7 +232,7 @@ class ResilientHTTP:
         self.retry = retry
         self.breaker = breaker
         self._owns_http = http is None
-        self._http = http or httpx.AsyncClient()
+        self._http = http or httpx.AsyncClient(event_hooks={"request": [propagate_ids]})
         self._api_key = api_key
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._sleep = sleep

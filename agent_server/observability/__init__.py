@@ -1,1 +1,1 @@
-"""What the server tells operators about itself: metrics (and, later, logs and health)."""
+"""What the server tells operators about itself: metrics and logs."""

@@ -22,7 +22,8 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agent_server.store.base import RunEnd
+from agent_server.runs.manager import RunTiming
+from agent_server.store.base import RunEnd, token_totals
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -81,6 +82,37 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.run_first_event = Histogram(
+            "citadel_run_first_event_seconds",
+            "From a run's start (accepted, stored) to its first event",
+            registry=self.registry,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.run_first_token = Histogram(
+            "citadel_run_first_token_seconds",
+            "From a run's start to its first text delta (retrieval and tools included)",
+            registry=self.registry,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        self.tokens_per_second = Histogram(
+            "citadel_model_output_tokens_per_second",
+            "A run's output tokens over the time from its first text delta to its end",
+            registry=self.registry,
+            buckets=(1, 2.5, 5, 10, 20, 40, 80, 160, 320),
+        )
+        self.model_tokens = Counter(
+            "citadel_model_tokens",
+            "Tokens the model read (input) and wrote (output), as it reported them",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.admin_feed_dropped = Counter(
+            "citadel_admin_feed_dropped",
+            "Admin feed readers that skipped ahead (drop-and-resync), by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+
     def tool_called(self, tool: str, seconds: float, failed: bool) -> None:
         self.tool_calls.labels(tool, "error" if failed else "ok").inc()
         self.tool_seconds.labels(tool).observe(seconds)
@@ -90,16 +122,35 @@ class Metrics:
 
     def run_ended(self, end: RunEnd) -> None:
         self.runs.labels(end.status.value, end.outcome or "", end.error_code or "").inc()
+        input_tokens, output_tokens = token_totals(end.usage)
+        self.model_tokens.labels("input").inc(input_tokens or 0)
+        self.model_tokens.labels("output").inc(output_tokens or 0)
+
+    def run_timed(self, timing: RunTiming) -> None:
+        if timing.first_event is not None:
+            self.run_first_event.observe(timing.first_event)
+        if timing.first_token is not None:
+            self.run_first_token.observe(timing.first_token)
+        if timing.tokens_per_second is not None:
+            self.tokens_per_second.observe(timing.tokens_per_second)
 
     def gauge(self, name: str, documentation: str, read: Callable[[], float]) -> None:
         """A value read from its owner at each scrape."""
         self.registry.register(_Read(GaugeMetricFamily, name, documentation, read))
 
-    def counters(
-        self, name: str, documentation: str, label: str, read: Callable[[], dict[str, float]]
+    def labelled(
+        self,
+        name: str,
+        documentation: str,
+        label: str,
+        read: Callable[[], dict[str, float]],
+        *,
+        gauge: bool = False,
     ) -> None:
-        """Counters kept by their owner (one per ``label`` value), read at each scrape."""
-        self.registry.register(_Read(CounterMetricFamily, name, documentation, read, label))
+        """Counters (or, with ``gauge``, gauges) kept by their owner, one per ``label`` value,
+        read at each scrape."""
+        family = GaugeMetricFamily if gauge else CounterMetricFamily
+        self.registry.register(_Read(family, name, documentation, read, label))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from protocol.events import Event
+import orjson
+
+from protocol.events import TERMINAL_TYPES, Event
 from protocol.framing import encode
 from protocol.versions import WireVersion, downgrade
 
@@ -33,6 +35,8 @@ class EventLog:
         self._legacy: dict[int, bytes | None] = {}  # index -> 0.0.59 frame where it differs
         self._id_prefix = f"id: {run_id}:".encode()
         self._waiters: list[asyncio.Future[bool]] = []
+        self.listeners: list[asyncio.Event] = []  # set on every append (the pumps' wake-ups)
+        self.followers = 0  # connections following now
 
     @property
     def last_seq(self) -> int:
@@ -40,11 +44,20 @@ class EventLog:
 
     def append(self, event: Event) -> bytes:
         """Number, frame and keep ``event``; returns its SSE frame."""
+        return self._add(event, encode(event))
+
+    def append_encoded(self, data: bytes) -> bool:
+        """Keep an event another worker encoded (a mirror of its log); True if it ends the run."""
+        event = orjson.loads(data)
+        self._add(event, data)
+        return event.get("type") in TERMINAL_TYPES
+
+    def _add(self, event: Event, data: bytes) -> bytes:
         if self.closed:
             raise RuntimeError(f"event log of run {self.run_id} is closed")
         index = len(self._frames)
         head = b"%s%d%s" % (self._id_prefix, self.first_seq + index, _DATA)
-        frame = head + encode(event) + _END
+        frame = head + data + _END
         self._frames.append(frame)
         legacy = downgrade(event)
         if legacy is not event:
@@ -61,6 +74,8 @@ class EventLog:
         self.closed = False
 
     def _wake(self) -> None:
+        for listener in self.listeners:
+            listener.set()
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -97,6 +112,21 @@ class EventLog:
         previous one sooner waits out the interval and takes everything that came meanwhile.
         Streams slower than one event per interval (every LLM stream) are never delayed; a
         burst costs one write per interval instead of one per event."""
+        self.followers += 1
+        try:
+            async for batch in self._follow(after_seq, version, sse, idle_timeout, min_interval):
+                yield batch
+        finally:
+            self.followers -= 1
+
+    async def _follow(
+        self,
+        after_seq: int,
+        version: WireVersion,
+        sse: bool,
+        idle_timeout: float | None,
+        min_interval: float,
+    ) -> AsyncIterator[list[bytes]]:
         loop = asyncio.get_running_loop()
         position = max(after_seq - self.first_seq + 1, 0)
         last_batch = -min_interval

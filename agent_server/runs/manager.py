@@ -12,6 +12,15 @@ and outcome, with its last events) is stored before its terminal event is sent, 
 that saw RUN_FINISHED has it on record. Events in between go to the :class:`EventWriter`.
 If the store cannot take a run's end within ``write_timeout``, the run ends with RUN_ERROR
 ``storage_unavailable`` and the thread stays busy until a background retry has stored it.
+
+Across workers, a run's events also go to the :class:`EventBus` (the admin feed, and the run
+stream other workers read), and its thread is claimed in :class:`RunClaims` while it runs. A
+client that reconnects to another worker follows a *mirror* there: a local log filled from
+the run's stream, gaps filled from the store, ended by the terminal event, or by the store
+when the run ended (or its worker died) while the stream was silent. A stop request for a
+run on another worker goes through the claims; a client following a mirror keeps the run
+from being abandoned. With Redis down, runs go on locally: their events reach the bus when it
+is back, and the one-run-per-thread rule holds per worker meanwhile.
 """
 
 from __future__ import annotations
@@ -19,21 +28,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
+from agent_server.observability.logs import bind_run
 from agent_server.runtime.loop import Agent, PreparedRun
-from agent_server.store.base import EventBatch, RunEnd, StorageUnavailable, ThreadStore
+from agent_server.store.base import (
+    EventBatch,
+    RunEnd,
+    RunStatus,
+    StorageUnavailable,
+    ThreadStore,
+    token_totals,
+)
 from protocol import events
-from protocol.events import Event
+from protocol.events import Event, EventType
 from protocol.framing import encode
 from protocol.input import InputError, RunAgentInput
 from protocol.lifecycle import Lifecycle, LifecycleError
 
+from .bus import BusUnavailable, EventBus, LocalBus, RunEvents
+from .claims import Claim, ClaimsUnavailable, LocalClaims, RunClaims
 from .eventlog import EventLog
-from .writer import EventWriter, RunKey
+from .pump import LogPump, RunKey
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +72,17 @@ class RunLimits:
     write_timeout: float = 10.0  # how long a run's end may wait for the store
     log_retention: float = 300.0  # seconds a finished run is replayed from memory, not the store
     max_retained_logs: int = 10_000
+    publish_interval: float = 0.005  # how long the bus pump gathers events before it sends
+    mirror_poll: float = 1.0  # how long a mirror waits on its stream before it looks around
+
+
+@dataclass(frozen=True, slots=True)
+class RunTiming:
+    """How a run went, in seconds from its start (None: it never got there)."""
+
+    first_event: float | None
+    first_token: float | None
+    tokens_per_second: float | None
 
 
 @dataclass(eq=False)
@@ -64,6 +96,10 @@ class ActiveRun:
     stop_reason: StopReason | None = None
     ended: bool = False  # the terminal event is in the log; nothing left to cancel
     store_retry: asyncio.Task[None] | None = None  # its end waits for the store to come back
+    claim: Claim | None = None  # None: claimed locally only (the claims were unavailable)
+    started_at: float = field(default_factory=time.monotonic)
+    first_event_at: float | None = None
+    first_token_at: float | None = None
     _grace: asyncio.TimerHandle | None = field(default=None, repr=False)
 
     @property
@@ -88,17 +124,37 @@ class RunManager:
         self,
         agent: Agent,
         store: ThreadStore,
-        writer: EventWriter,
+        writer: LogPump,
         limits: RunLimits = RunLimits(),
+        *,
+        bus: EventBus | None = None,
+        claims: RunClaims | None = None,
     ) -> None:
         self.agent = agent
         self.store = store
         self.writer = writer
         self.limits = limits
+        self.bus: EventBus = bus or LocalBus()
+        self.claims: RunClaims = claims or LocalClaims()
+        self.claims.on_stop = self._stop_requested
+        self.publisher = LogPump(
+            "bus", self.bus.publish, BusUnavailable, interval=limits.publish_interval
+        )
         self._active: dict[str, ActiveRun | None] = {}  # None: reserved while preparing
         self.ended: list[Callable[[RunEnd], None]] = []  # told of each run's end, as sent
+        self.timed: list[Callable[[RunTiming], None]] = []  # told of each run's timing at its end
         self._logs: OrderedDict[RunKey, EventLog] = OrderedDict()
         self._unsaved: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
+
+    @property
+    def worker(self) -> str:
+        return self.bus.worker
+
+    async def open(self) -> None:
+        """Start the bus pump and the claims' upkeep (renewals, stop requests)."""
+        self.publisher.start()
+        await self.claims.start()
 
     # Starting and stopping -------------------------------------------------------------------
 
@@ -106,13 +162,18 @@ class RunManager:
         """Start a run, or raise :class:`InputError` / :class:`StorageUnavailable` having
         changed nothing."""
         if input.thread_id in self._active:
-            raise InputError(409, "thread_busy", f"thread {input.thread_id!r} already has a run")
+            raise _busy(input.thread_id)
         self._active[input.thread_id] = None  # reserve before the first await
+        claim = None
         try:
             prepared = await self.agent.prepare(input, owner)
+            mine = Claim(input.run_id, owner, self.worker, prepared.previous_seq)
+            claim = await self._claim(input.thread_id, mine)
             await self.store.start_run(self.agent.run_start(prepared))
         except BaseException:
             del self._active[input.thread_id]
+            if claim is not None:
+                self._in_background(self.claims.release(input.thread_id, claim))
             raise
         key = (input.thread_id, input.run_id)
         log = self._logs.get(key)
@@ -126,21 +187,69 @@ class RunManager:
             log,
             start_seq=log.last_seq,
             history=[dict(message) for message in prepared.transcript.messages],
+            claim=claim,
         )
         self._active[input.thread_id] = run
         self.writer.track(key, log)
+        self.publisher.track(key, log, owner)
         run.task = asyncio.create_task(self._drive(run), name=f"run {input.run_id}")
         return run
 
+    async def _claim(self, thread_id: str, claim: Claim) -> Claim | None:
+        """``claim`` once the thread is ours; None if the claims are unavailable (the run
+        goes on, claimed by this worker alone)."""
+        try:
+            holder = await self.claims.claim(thread_id, claim)
+        except ClaimsUnavailable as error:
+            logger.warning("thread %s claimed on this worker only: %s", thread_id, error)
+            return None
+        if holder is not None:
+            raise _busy(thread_id)
+        return claim
+
     async def stop(self, thread_id: str, owner: str, run_id: str | None = None) -> str:
-        """Cancel the thread's active run at once and wait for its stream to end."""
+        """Cancel the thread's active run at once and wait for its stream to end, wherever it
+        runs."""
+        missing = InputError(404, "no_active_run", f"thread {thread_id!r} has no active run")
         run = self._active.get(thread_id)
-        if run is None or run.owner != owner or (run_id is not None and run.run_id != run_id):
-            raise InputError(404, "no_active_run", f"thread {thread_id!r} has no active run")
+        if run is None:
+            return await self._stop_elsewhere(thread_id, owner, run_id, missing)
+        if run.owner != owner or (run_id is not None and run.run_id != run_id):
+            raise missing
         self._cancel(run, StopReason.REQUESTED)
         if run.task is not None:
             await asyncio.wait({run.task}, timeout=self.limits.write_timeout + 5)
         return run.run_id
+
+    async def _stop_elsewhere(
+        self, thread_id: str, owner: str, run_id: str | None, missing: InputError
+    ) -> str:
+        """Ask the worker that runs it, again each second, until its mirror here has ended."""
+        try:
+            holder = await self.claims.holder(thread_id)
+        except ClaimsUnavailable as error:
+            raise InputError(503, "unavailable", f"runs of other workers: {error}") from None
+        if (
+            holder is None
+            or holder.worker == self.worker
+            or holder.owner != owner
+            or (run_id is not None and holder.run_id != run_id)
+        ):
+            raise missing
+        log = self._mirror(thread_id, holder)
+        try:
+            async with asyncio.timeout(self.limits.write_timeout + 5):
+                async for _ in log.follow(log.last_seq, idle_timeout=1.0):
+                    with contextlib.suppress(ClaimsUnavailable):
+                        await self.claims.request_stop(thread_id, holder.run_id)
+        except TimeoutError:
+            raise InputError(504, "timeout", "the run did not stop in time") from None
+        return holder.run_id
+
+    def _stop_requested(self, thread_id: str, run_id: str) -> None:
+        run = self._active.get(thread_id)
+        if run is not None and run.run_id == run_id:
+            self._cancel(run, StopReason.REQUESTED)
 
     async def shutdown(self) -> None:
         runs = [run for run in self._active.values() if run is not None]
@@ -151,6 +260,12 @@ class RunManager:
             await asyncio.wait(tasks, timeout=self.limits.write_timeout + 5)
         for task in self._unsaved:
             task.cancel()
+        if self._background:  # claims being released, mirrors
+            await asyncio.wait(self._background, timeout=1.0)
+        for task in self._background:
+            task.cancel()
+        await self.publisher.close()
+        await self.claims.aclose()
 
     def _cancel(self, run: ActiveRun, reason: StopReason) -> None:
         if run.stop_reason is None and not run.ended and run.task is not None:
@@ -168,9 +283,29 @@ class RunManager:
     def detach(self, run: ActiveRun) -> None:
         run.followers -= 1
         if run.followers == 0 and not run.ended:
-            run._grace = asyncio.get_running_loop().call_later(
-                self.limits.disconnect_grace, self._cancel, run, StopReason.ABANDONED
-            )
+            self._start_grace(run)
+
+    def _start_grace(self, run: ActiveRun) -> None:
+        run._grace = asyncio.get_running_loop().call_later(
+            self.limits.disconnect_grace, self._grace_over, run
+        )
+
+    def _grace_over(self, run: ActiveRun) -> None:
+        run._grace = None
+        if not run.followers and not run.ended:
+            self._in_background(self._abandon(run))
+
+    async def _abandon(self, run: ActiveRun) -> None:
+        """Cancel a run nobody followed for the grace period, unless a client follows it
+        from another worker."""
+        try:
+            watched = await self.claims.watched(run.thread_id, run.run_id)
+        except ClaimsUnavailable:
+            watched = False
+        if watched:
+            self._start_grace(run)
+        else:
+            self._cancel(run, StopReason.ABANDONED)
 
     # Lookups -------------------------------------------------------------------------------
 
@@ -180,9 +315,126 @@ class RunManager:
     def log(self, thread_id: str, run_id: str) -> EventLog | None:
         return self._logs.get((thread_id, run_id))
 
+    async def run_elsewhere(self, thread_id: str) -> tuple[Claim, EventLog] | None:
+        """The thread's active run on another worker, and its mirror here."""
+        try:
+            holder = await self.claims.holder(thread_id)
+        except ClaimsUnavailable:
+            return None
+        if holder is None or holder.worker == self.worker:
+            return None
+        return holder, self._mirror(thread_id, holder)
+
+    async def find_log(self, thread_id: str, run_id: str) -> EventLog | None:
+        """The run's log here, or a mirror if it runs on another worker."""
+        log = self.log(thread_id, run_id)
+        if log is not None:
+            return log
+        elsewhere = await self.run_elsewhere(thread_id)
+        if elsewhere is None or elsewhere[0].run_id != run_id:
+            return None
+        return elsewhere[1]
+
+    # Mirrors of runs on other workers --------------------------------------------------------
+
+    def _mirror(self, thread_id: str, holder: Claim) -> EventLog:
+        key = (thread_id, holder.run_id)
+        log = self._logs.get(key)
+        if log is None:
+            log = self._logs[key] = EventLog(*key, first_seq=holder.start_seq + 1)
+            self._in_background(self._fill_mirror(log), name=f"mirror {holder.run_id}")
+        return log
+
+    async def _fill_mirror(self, log: EventLog) -> None:
+        """Until the run ends, or nobody has followed the mirror for the grace period (then
+        it is dropped unfinished, and made again when someone asks)."""
+        thread_id, run_id = log.thread_id, log.run_id
+        watched_at, followed_at = 0.0, time.monotonic()
+        delay = 0.1
+        try:
+            while not log.closed:
+                now = time.monotonic()
+                if log.followers:
+                    followed_at = now
+                    if now - watched_at > self.limits.mirror_poll:
+                        with contextlib.suppress(ClaimsUnavailable):
+                            await self.claims.watch(thread_id, run_id)
+                            watched_at = now
+                elif now - followed_at > self.limits.disconnect_grace:
+                    del self._logs[(thread_id, run_id)]
+                    return
+                try:
+                    found = await self.bus.read_run(
+                        thread_id, run_id, log.last_seq, self.limits.mirror_poll
+                    )
+                    delay = 0.1
+                except BusUnavailable as error:
+                    logger.warning("mirror of run %s: %s", run_id, error)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                if found:
+                    await self._mirror_append(log, found)
+                elif not await self._claimed(thread_id, run_id):
+                    await self._end_mirror_from_store(log)
+        finally:
+            log.close()
+            self._retire(log)
+
+    async def _mirror_append(self, log: EventLog, found: list[RunEvents]) -> None:
+        """Append what follows the mirror's last event; a gap (the stream lost events to a
+        Redis restart or its expiry) is filled from the store first."""
+        for batch in found:
+            if batch.seq_from > log.last_seq + 1:
+                stored = await self._stored_events(log)
+                if not self._append_in_order(log, log.last_seq + 1, stored):
+                    return
+                if batch.seq_from > log.last_seq + 1:
+                    await asyncio.sleep(0.1)  # the store has not caught up yet
+                    return
+            if self._append_in_order(log, batch.seq_from, batch.events):
+                return
+
+    @staticmethod
+    def _append_in_order(log: EventLog, seq_from: int, found: list[bytes]) -> bool:
+        """Append the events of ``found`` the log has not seen; True once the log closed."""
+        for data in found[max(log.last_seq + 1 - seq_from, 0) :]:
+            if log.append_encoded(data):
+                log.close()
+                return True
+        return False
+
+    async def _claimed(self, thread_id: str, run_id: str) -> bool:
+        try:
+            holder = await self.claims.holder(thread_id)
+        except ClaimsUnavailable:
+            return True  # cannot tell: keep waiting
+        return holder is not None and holder.run_id == run_id
+
+    async def _stored_events(self, log: EventLog) -> list[bytes]:
+        try:
+            return await self.store.read_events(log.thread_id, log.run_id, log.last_seq)
+        except StorageUnavailable:
+            return []
+
+    async def _end_mirror_from_store(self, log: EventLog) -> None:
+        """The run is not claimed: it ended (its end is stored before the claim goes), or its
+        worker died (the store marks such runs failed)."""
+        try:
+            record = await self.store.get_run(log.thread_id, log.run_id)
+        except StorageUnavailable:
+            return
+        if record is None or record.status is RunStatus.RUNNING:
+            return  # a claim lost to a Redis restart comes back at the next renewal
+        if self._append_in_order(log, log.last_seq + 1, await self._stored_events(log)):
+            return
+        if record.status is RunStatus.FAILED:
+            log.append(events.run_error("the server stopped during this run", "internal"))
+
     # Driving a run ---------------------------------------------------------------------------
 
     async def _drive(self, run: ActiveRun) -> None:
+        bind_run(run.thread_id, run.run_id)  # every log line of this task names the run
         lifecycle = Lifecycle()
         ending: list[Event] = []
         try:
@@ -230,6 +482,11 @@ class RunManager:
         return sum(run is not None for run in self._active.values())
 
     def _emit(self, run: ActiveRun, event: Event) -> None:
+        if run.first_token_at is None:
+            if run.first_event_at is None:
+                run.first_event_at = time.monotonic()
+            if event["type"] == EventType.TEXT_MESSAGE_CONTENT:
+                run.first_token_at = time.monotonic()
         run.log.append(event)
 
     async def _end(self, run: ActiveRun, terminal: Event) -> None:
@@ -252,6 +509,10 @@ class RunManager:
         run.ended = True
         for observer in self.ended:
             observer(end)
+        if self.timed:
+            timing = _timing(run, end)
+            for timed in self.timed:
+                timed(timing)
         run.log.append(terminal)  # its JSON is in ``end``; the writer must not store it twice
 
     def _run_end(self, run: ActiveRun, terminal: Event, queued: EventBatch | None = None) -> RunEnd:
@@ -282,7 +543,14 @@ class RunManager:
     def _release(self, run: ActiveRun) -> None:
         if self._active.get(run.thread_id) is run:
             del self._active[run.thread_id]
+            if run.claim is not None:
+                self._in_background(self.claims.release(run.thread_id, run.claim))
         self._retire(run.log)
+
+    def _in_background(self, work: Coroutine[Any, Any, None], name: str | None = None) -> None:
+        task = asyncio.create_task(_logged(work), name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     @staticmethod
     def _failure(lifecycle: Lifecycle, code: str, message: str) -> list[Event]:
@@ -305,6 +573,30 @@ class RunManager:
         key = (log.thread_id, log.run_id)
         if self._logs.get(key) is log and log.closed and log.last_seq == last_seq:
             del self._logs[key]
+
+
+def _timing(run: ActiveRun, end: RunEnd) -> RunTiming:
+    def since_start(moment: float | None) -> float | None:
+        return None if moment is None else moment - run.started_at
+
+    rate = None
+    output_tokens = token_totals(end.usage)[1]
+    if run.first_token_at is not None and output_tokens:
+        rate = output_tokens / max(time.monotonic() - run.first_token_at, 1e-3)
+    return RunTiming(since_start(run.first_event_at), since_start(run.first_token_at), rate)
+
+
+def _busy(thread_id: str) -> InputError:
+    return InputError(409, "thread_busy", f"thread {thread_id!r} already has a run")
+
+
+async def _logged(work: Coroutine[Any, Any, None]) -> None:
+    try:
+        await work
+    except (ClaimsUnavailable, BusUnavailable) as error:
+        logger.warning("%s", error)  # a lease lapses by itself; a mirror is made again
+    except Exception:
+        logger.exception("background work of the run manager failed")
 
 
 @contextlib.contextmanager

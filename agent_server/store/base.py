@@ -10,7 +10,7 @@ in between are written in batches, off the hot path.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -73,6 +73,7 @@ class EventBatch:
     run_id: str
     seq_from: int
     events: list[bytes]
+    owner: str = ""  # whose run (the admin feed says so; the store knows it already)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +94,71 @@ class RunEnd:
 
 @dataclass(frozen=True, slots=True)
 class RunRecord:
+    """A run as stored: whose, how it ended, what it cost and when (for replay and for
+    administrators). A resumed run keeps its first ``started_at``."""
+
     thread_id: str
     run_id: str
     owner: str
     status: RunStatus
     last_seq: int
+    started_at: datetime
+    outcome: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    usage: list[dict[str, Any]] | None = None
+    protocol_version: str | None = None
+    worker_id: str | None = None  # the process that ran it last
+    first_event_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def duration_ms(self) -> int | None:
+        """From start to finish; None while the run goes on."""
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at) // timedelta(milliseconds=1)
+
+
+RunCursor = tuple[datetime, str, str]
+"""Where a page of runs ended: (started_at, thread_id, run_id) of its last run."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunQuery:
+    """Which runs to list; an empty field matches every run."""
+
+    statuses: frozenset[RunStatus] = frozenset()
+    owner: str | None = None
+    thread_id: str | None = None
+    error_code: str | None = None
+    since: datetime | None = None  # started at or after
+    until: datetime | None = None  # started before
+
+    def matches(self, run: RunRecord) -> bool:
+        """Whether ``run`` is one to list (the in-memory store's filter)."""
+        return (
+            (not self.statuses or run.status in self.statuses)
+            and self.owner in (None, run.owner)
+            and self.thread_id in (None, run.thread_id)
+            and self.error_code in (None, run.error_code)
+            and (self.since is None or run.started_at >= self.since)
+            and (self.until is None or run.started_at < self.until)
+        )
+
+
+def run_key(run: RunRecord) -> RunCursor:
+    """The order runs are listed in (descending) and the cursor after ``run``."""
+    return run.started_at, run.thread_id, run.run_id
+
+
+def token_totals(usage: list[dict[str, Any]]) -> tuple[int | None, int | None]:
+    """Input and output tokens over a run's model calls; None when none were counted."""
+    input_tokens = sum(entry.get("inputTokens", 0) for entry in usage) or None
+    output_tokens = sum(entry.get("outputTokens", 0) for entry in usage) or None
+    return input_tokens, output_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +195,26 @@ class ThreadStore(Protocol):
 
     async def get_run(self, thread_id: str, run_id: str) -> RunRecord | None: ...
 
+    async def find_runs(self, run_id: str, limit: int) -> list[RunRecord]:
+        """Runs with this id on any thread (ids are unique per thread only), by thread id."""
+        ...
+
+    async def list_runs(
+        self, query: RunQuery, limit: int, before: RunCursor | None = None
+    ) -> list[RunRecord]:
+        """Runs of every owner matching ``query``, newest first (by :func:`run_key`), those
+        after ``before`` when given."""
+        ...
+
     async def read_events(self, thread_id: str, run_id: str, after_seq: int) -> list[bytes]:
         """The JSON of each stored event after ``after_seq``, in order."""
+        ...
+
+    async def event_page(
+        self, thread_id: str, run_id: str, after_seq: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        """At most ``limit`` stored events after ``after_seq`` with their sequence numbers,
+        in order (numbered, since expired events leave a gap at the start)."""
         ...
 
     async def list_threads(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -17,12 +18,16 @@ from agent_server.store.base import (
     Actor,
     AuditEntry,
     EventBatch,
+    RunCursor,
     RunEnd,
+    RunQuery,
     RunRecord,
     RunStart,
     RunStatus,
     ThreadRecord,
     ThreadSummary,
+    run_key,
+    token_totals,
 )
 from agent_server.store.documents import DocumentRecord, IngestJob, JobStatus
 
@@ -40,6 +45,7 @@ class MemoryThreadStore:
         self._runs: dict[tuple[str, str], RunRecord] = {}
         self._events: dict[tuple[str, str], dict[int, bytes]] = {}
         self.audit_log: list[AuditEntry] = []  # what this store records: logins, denials
+        self.worker_id = str(uuid.uuid4())  # this process, as the Postgres store names it
 
     async def load(self, thread_id: str) -> ThreadRecord | None:
         thread = self._threads.get(thread_id)
@@ -54,16 +60,41 @@ class MemoryThreadStore:
             )
         thread.record.messages += copy.deepcopy(start.new_messages)
         thread.updated_at = datetime.now(UTC)
-        self._runs[(start.thread_id, start.run_id)] = RunRecord(
-            start.thread_id, start.run_id, start.owner, RunStatus.RUNNING, 0
-        )
+        key = (start.thread_id, start.run_id)
+        previous = self._runs.get(key)
+        if previous is None:
+            self._runs[key] = RunRecord(
+                start.thread_id,
+                start.run_id,
+                start.owner,
+                RunStatus.RUNNING,
+                0,
+                datetime.now(UTC),
+                protocol_version=start.protocol_version,
+                worker_id=self.worker_id,
+            )
+        else:  # a resumed run: as in Postgres, it keeps its start, counts and owner
+            self._runs[key] = dataclasses.replace(
+                previous,
+                status=RunStatus.RUNNING,
+                outcome=None,
+                error_code=None,
+                error_message=None,
+                worker_id=self.worker_id,
+                finished_at=None,
+            )
 
     async def append_events(self, batches: list[EventBatch]) -> None:
         for batch in batches:
+            if (batch.thread_id, batch.run_id) not in self._runs:
+                continue  # deleted with its thread meanwhile
             stored = self._events.setdefault((batch.thread_id, batch.run_id), {})
             stored.update(zip(itertools.count(batch.seq_from), batch.events))
 
     async def finish_run(self, end: RunEnd) -> None:
+        run = self._runs.get((end.thread_id, end.run_id))
+        if run is None or run.status is not RunStatus.RUNNING:
+            return  # finished already, or deleted with its thread: as in Postgres
         if end.events is not None:
             await self.append_events([end.events])
         thread = self._threads[end.thread_id]
@@ -71,17 +102,46 @@ class MemoryThreadStore:
         thread.record.state = copy.deepcopy(end.state)
         thread.record.pending_interrupts = list(end.pending_interrupts)
         thread.updated_at = datetime.now(UTC)
-        run = self._runs[(end.thread_id, end.run_id)]
-        self._runs[(end.thread_id, end.run_id)] = RunRecord(
-            run.thread_id, run.run_id, run.owner, end.status, end.last_seq
+        input_tokens, output_tokens = token_totals(end.usage)
+        self._runs[(end.thread_id, end.run_id)] = dataclasses.replace(
+            run,
+            status=end.status,
+            outcome=end.outcome,
+            error_code=end.error_code,
+            error_message=end.error_message,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            usage=copy.deepcopy(end.usage) or None,
+            last_seq=end.last_seq,
+            finished_at=datetime.now(UTC),
         )
 
     async def get_run(self, thread_id: str, run_id: str) -> RunRecord | None:
         return self._runs.get((thread_id, run_id))
 
+    async def find_runs(self, run_id: str, limit: int) -> list[RunRecord]:
+        found = [run for (_, key), run in self._runs.items() if key == run_id]
+        return sorted(found, key=lambda run: run.thread_id)[:limit]
+
+    async def list_runs(
+        self, query: RunQuery, limit: int, before: RunCursor | None = None
+    ) -> list[RunRecord]:
+        found = [
+            run
+            for run in self._runs.values()
+            if query.matches(run) and (before is None or run_key(run) < before)
+        ]
+        return sorted(found, key=run_key, reverse=True)[:limit]
+
     async def read_events(self, thread_id: str, run_id: str, after_seq: int) -> list[bytes]:
         stored = self._events.get((thread_id, run_id), {})
         return [stored[seq] for seq in sorted(stored) if seq > after_seq]
+
+    async def event_page(
+        self, thread_id: str, run_id: str, after_seq: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        stored = self._events.get((thread_id, run_id), {})
+        return [(seq, stored[seq]) for seq in sorted(stored) if seq > after_seq][:limit]
 
     async def list_threads(
         self, owner: str, limit: int, before: tuple[datetime, str] | None

@@ -2,7 +2,7 @@
 
 Every write a run makes is one transaction: the start (thread, run row, the client's new
 messages) and the end (the run's messages, state, interrupts, outcome and its last events).
-Events in between arrive in batches from :class:`~agent_server.runs.writer.EventWriter`.
+Events in between arrive in batches from the store pump (:class:`~agent_server.runs.pump.LogPump`).
 
 Runs belong to a worker (one process). A worker that dies leaves its runs ``running``;
 :meth:`PostgresThreadStore.recover` marks them failed: at once for a dead process on this
@@ -30,12 +30,15 @@ from agent_server.store.base import (
     EventBatch,
     Message,
     PendingInterrupt,
+    RunCursor,
     RunEnd,
+    RunQuery,
     RunRecord,
     RunStart,
     RunStatus,
     ThreadRecord,
     ThreadSummary,
+    token_totals,
 )
 from agent_server.store.postgres import CONNECTION_ERRORS, audit, db_errors
 
@@ -44,6 +47,12 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL = 5.0  # seconds between a worker's heartbeats
 WORKER_LEASE = 30.0  # a worker on another host silent this long is considered dead
 
+_RUN_COLUMNS = (
+    "thread_id, run_id, owner, status, last_seq, started_at, outcome, error_code,"
+    " error_message, input_tokens, output_tokens, usage, protocol_version, worker_id,"
+    " first_event_at, finished_at"
+)
+
 
 class PostgresThreadStore:
     def __init__(self, pool: asyncpg.Pool, *, event_retention: float) -> None:
@@ -51,6 +60,15 @@ class PostgresThreadStore:
         self._event_retention = event_retention
         self.worker_id = uuid.uuid4()
         self._maintenance: asyncio.Task[None] | None = None
+
+    def pool_use(self) -> dict[str, float]:
+        """Connections of the pool by state, and its ceiling (metrics read it at scrape)."""
+        idle = self._pool.get_idle_size()
+        return {
+            "in_use": self._pool.get_size() - idle,
+            "idle": idle,
+            "max": self._pool.get_max_size(),
+        }
 
     # Worker lifecycle ------------------------------------------------------------------------
 
@@ -247,8 +265,7 @@ class PostgresThreadStore:
             await _insert_events(connection, batches)
 
     async def finish_run(self, end: RunEnd) -> None:
-        input_tokens = sum(entry.get("inputTokens", 0) for entry in end.usage) or None
-        output_tokens = sum(entry.get("outputTokens", 0) for entry in end.usage) or None
+        input_tokens, output_tokens = token_totals(end.usage)
         async with (
             db_errors(),
             self._pool.acquire() as connection,
@@ -290,28 +307,105 @@ class PostgresThreadStore:
     async def get_run(self, thread_id: str, run_id: str) -> RunRecord | None:
         async with db_errors():
             row = await self._pool.fetchrow(
-                "SELECT owner, status, last_seq FROM runs WHERE thread_id = $1 AND run_id = $2",
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE thread_id = $1 AND run_id = $2",
                 thread_id,
                 run_id,
             )
-        if row is None:
-            return None
-        return RunRecord(thread_id, run_id, row["owner"], RunStatus(row["status"]), row["last_seq"])
+        return None if row is None else _run_record(row)
+
+    async def find_runs(self, run_id: str, limit: int) -> list[RunRecord]:
+        async with db_errors():  # the runs_run_id index
+            rows = await self._pool.fetch(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = $1 ORDER BY thread_id LIMIT $2",
+                run_id,
+                limit,
+            )
+        return [_run_record(row) for row in rows]
+
+    async def list_runs(
+        self, query: RunQuery, limit: int, before: RunCursor | None = None
+    ) -> list[RunRecord]:
+        # Only the filters given become conditions, so each combination gets the plan (and
+        # the index) that suits it, rather than one generic plan for all.
+        where = _Conditions()
+        if query.statuses:
+            where.add("status = ANY({}::text[])", sorted(status.value for status in query.statuses))
+        if query.owner is not None:
+            where.add("owner = {}", query.owner)
+        if query.thread_id is not None:
+            where.add("thread_id = {}", query.thread_id)
+        if query.error_code is not None:
+            where.add("error_code = {}", query.error_code)
+        if query.since is not None:
+            where.add("started_at >= {}", query.since)
+        if query.until is not None:
+            where.add("started_at < {}", query.until)
+        if before is not None:
+            where.add("(started_at, thread_id, run_id) < ({}, {}, {})", *before)
+        async with db_errors():
+            rows = await self._pool.fetch(
+                f"SELECT {_RUN_COLUMNS} FROM runs {where.sql()}"
+                f" ORDER BY started_at DESC, thread_id DESC, run_id DESC"
+                f" LIMIT {where.placeholder(limit)}",
+                *where.args,
+            )
+        return [_run_record(row) for row in rows]
 
     async def read_events(self, thread_id: str, run_id: str, after_seq: int) -> list[bytes]:
+        return [event for _, event in await self._events_after(thread_id, run_id, after_seq)]
+
+    async def event_page(
+        self, thread_id: str, run_id: str, after_seq: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        return await self._events_after(thread_id, run_id, after_seq, limit)
+
+    async def _events_after(
+        self, thread_id: str, run_id: str, after_seq: int, limit: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        # A row holds one event at least, so ``limit`` rows hold ``limit`` events or more.
         async with db_errors():
             rows = await self._pool.fetch(
                 "SELECT seq_from, events FROM run_events"
-                " WHERE thread_id = $1 AND run_id = $2 AND seq_to > $3 ORDER BY seq_from",
+                " WHERE thread_id = $1 AND run_id = $2 AND seq_to > $3 ORDER BY seq_from"
+                " LIMIT $4",
                 thread_id,
                 run_id,
                 after_seq,
+                limit,
             )
-        found: list[bytes] = []
+        found: list[tuple[int, bytes]] = []
         for row in rows:
-            lines = bytes(row["events"]).split(b"\n")
-            found += lines[max(after_seq - row["seq_from"] + 1, 0) :]
-        return found
+            numbered = enumerate(bytes(row["events"]).split(b"\n"), row["seq_from"])
+            found += [(seq, event) for seq, event in numbered if seq > after_seq]
+        return found if limit is None else found[:limit]
+
+
+class _Conditions:
+    """A WHERE clause built from the conditions given, each value a query parameter."""
+
+    def __init__(self) -> None:
+        self.args: list[Any] = []
+        self._conditions: list[str] = []
+
+    def placeholder(self, value: Any) -> str:
+        self.args.append(value)
+        return f"${len(self.args)}"
+
+    def add(self, condition: str, *values: Any) -> None:
+        """``condition`` with a ``{}`` where each of ``values`` goes."""
+        self._conditions.append(condition.format(*map(self.placeholder, values)))
+
+    def sql(self) -> str:
+        return "WHERE " + " AND ".join(self._conditions) if self._conditions else ""
+
+
+def _run_record(row: asyncpg.Record) -> RunRecord:
+    """A row of :data:`_RUN_COLUMNS` (named as the record's fields)."""
+    fields = dict(row)
+    fields["status"] = RunStatus(fields["status"])
+    if fields["worker_id"] is not None:
+        fields["worker_id"] = str(fields["worker_id"])
+    return RunRecord(**fields)
 
 
 def _is_dead(worker: asyncpg.Record, me: uuid.UUID) -> bool:

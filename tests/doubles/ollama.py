@@ -16,16 +16,17 @@ after HTTP 200). It listens on 127.0.0.1 on a free port for the duration of an `
         assert ollama.requests[1]["messages"][-1]["tool_name"] == "get_current_time"
 
 With an empty queue ``/api/chat`` answers :data:`DEFAULT_TEXT`. Every ``/api/chat`` body is
-kept in :attr:`OllamaDouble.requests`; clients that hang up before a reply ends are counted in
+kept in :attr:`OllamaDouble.requests` and its headers in :attr:`OllamaDouble.request_headers`
+(same order); clients that hang up before a reply ends are counted in
 :attr:`OllamaDouble.disconnects` (await :meth:`OllamaDouble.wait_for_disconnects`). ``GET /``,
 ``GET /api/tags`` and ``POST /api/show`` describe the ``models`` given to the constructor;
 ``/api/chat`` does not check the model name, the script decides every answer.
 
 ``POST /api/embed`` answers in Ollama's shape with stand-in vectors: unit vectors of
 ``embed_dimensions`` seeded by each text's hash (the same text always gets the same vector;
-they carry no meaning). Bodies are kept in :attr:`OllamaDouble.embed_requests`; an unknown
-model is a 404 as in Ollama, and :attr:`OllamaDouble.embed_status` set to an error status makes
-every embed request fail with it.
+they carry no meaning). Bodies are kept in :attr:`OllamaDouble.embed_requests` and headers in
+:attr:`OllamaDouble.embed_headers`; an unknown model is a 404 as in Ollama, and
+:attr:`OllamaDouble.embed_status` set to an error status makes every embed request fail with it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -180,8 +182,10 @@ class OllamaDouble:
         self.capabilities = list(capabilities)
         self.url = ""
         self.requests: list[dict[str, Any]] = []
+        self.request_headers: list[Headers] = []
         self.embed_dimensions = embed_dimensions
         self.embed_requests: list[dict[str, Any]] = []
+        self.embed_headers: list[Headers] = []
         self.embed_status = 200
         self.disconnects = 0
         self._replies: deque[ScriptedReply] = deque()
@@ -251,6 +255,7 @@ class OllamaDouble:
         body = await request.json()
         async with self._changed:
             self.requests.append(body)
+            self.request_headers.append(request.headers)
             self._changed.notify_all()
         if self._replies:
             reply = self._replies.popleft()
@@ -264,6 +269,7 @@ class OllamaDouble:
     async def _embed(self, request: Request) -> Response:
         body = await request.json()
         self.embed_requests.append(body)
+        self.embed_headers.append(request.headers)
         if self.embed_status != 200:
             return JSONResponse({"error": "scripted failure"}, status_code=self.embed_status)
         if not self._has(body.get("model", "")):

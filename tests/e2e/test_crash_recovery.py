@@ -4,12 +4,7 @@ interrupted run is marked failed, and the thread goes on."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -19,61 +14,22 @@ import orjson
 from protocol.framing import SSEDecoder, parse_sse
 from protocol.verifier import verify_events
 from tests.doubles.ollama import DEFAULT_MODEL, OllamaDouble, ScriptedReply, text_reply
-from tests.support.agui import new_id, stream, types, user
+from tests.support.agui import new_id, run_input, stream, types
 from tests.support.database import isolated_database_url
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@asynccontextmanager
-async def citadel_process(
-    env: dict[str, str],
-) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    port = _free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agent_server.cli", "serve", "--port", str(port), env=env
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with asyncio.timeout(60), httpx.AsyncClient() as client:
-            while True:
-                try:
-                    if (await client.get(f"{url}/health")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.1)
-        yield process, url
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            await asyncio.wait_for(process.wait(), 30)
-
-
-def body(thread_id: str, run_id: str, text: str) -> dict:
-    return {
-        "threadId": thread_id,
-        "runId": run_id,
-        "protocolVersion": "1.0",
-        "messages": [user(text)],
-    }
+from tests.support.processes import citadel_process, clean_env
 
 
 async def test_sigkill_mid_run_then_restart(tmp_path: Path):
     thread_id = new_id("thread")
     async with isolated_database_url() as database, OllamaDouble() as ollama:
-        env = {key: value for key, value in os.environ.items() if not key.startswith("CITADEL_")}
-        env |= {
-            "DATABASE_URL": database,
-            "CITADEL_DATA_DIR": str(tmp_path),
-            "CITADEL_LLM": "ollama",
-            "CITADEL_LLM_URL": ollama.url,
-            "CITADEL_LLM_MODEL": DEFAULT_MODEL,
-            "CITADEL_EVENT_FLUSH_INTERVAL": "0.05",
-        }
+        env = clean_env(
+            DATABASE_URL=database,
+            CITADEL_DATA_DIR=str(tmp_path),
+            CITADEL_LLM="ollama",
+            CITADEL_LLM_URL=ollama.url,
+            CITADEL_LLM_MODEL=DEFAULT_MODEL,
+            CITADEL_EVENT_FLUSH_INTERVAL="0.05",
+        )
         ollama.enqueue(
             ScriptedReply(text_reply("Committed answer.")),
             ScriptedReply(
@@ -83,10 +39,10 @@ async def test_sigkill_mid_run_then_restart(tmp_path: Path):
         )
         async with httpx.AsyncClient() as client:
             async with citadel_process(env) as (process, url):
-                await stream(client, f"{url}/agui", body(thread_id, "run-1", "First question"))
+                await stream(client, f"{url}/agui", run_input(thread_id, "run-1", "First question"))
                 decoder, received = SSEDecoder(), []
                 async with client.stream(
-                    "POST", f"{url}/agui", json=body(thread_id, "run-2", "Second question")
+                    "POST", f"{url}/agui", json=run_input(thread_id, "run-2", "Second question")
                 ) as response:
                     async for chunk in response.aiter_bytes():
                         received += decoder.feed(chunk)
@@ -104,7 +60,7 @@ async def test_sigkill_mid_run_then_restart(tmp_path: Path):
                     headers={"Last-Event-ID": "run-2:0"},
                 )
                 status, third = await stream(
-                    client, f"{url}/agui", body(thread_id, "run-3", "Third question")
+                    client, f"{url}/agui", run_input(thread_id, "run-3", "Third question")
                 )
         connection = await asyncpg.connect(database)
         try:

@@ -164,6 +164,20 @@ async def test_deleting_a_document_removes_its_chunks(knowledge, tmp_path):
     assert all(not hit.payload["source"].endswith("travel.md") for hit in hits)
 
 
+def test_a_folder_walk_skips_hidden_and_unreadable_files_but_a_named_file_is_tried(tmp_path):
+    folder = write_folder(tmp_path)
+    (folder / "grafana").mkdir()
+    (folder / "grafana" / "dashboard.json").write_text("{}")
+    (folder / ".drafts").mkdir()
+    (folder / ".drafts" / "secret.md").write_text("# Draft")
+    (folder / "guides").mkdir()
+    (folder / "guides" / "setup.txt").write_text("Plug it in.")
+    named = [Path(file.name).relative_to(folder) for file in files_under([folder])]
+    assert named == [Path(p) for p in ("garden.md", "guides/setup.txt", "kitchen.md", "travel.md")]
+    dashboard = folder / "grafana" / "dashboard.json"
+    assert [file.name for file in files_under([dashboard])] == [str(dashboard)]
+
+
 async def test_bad_files_are_reported_and_the_batch_goes_on(knowledge, tmp_path):
     folder = write_folder(tmp_path)
     files = [

@@ -97,7 +97,12 @@ def test_the_route_table_is_what_this_test_walks():
 
 
 async def test_no_route_but_health_and_readiness_answers_without_credentials(ollama):
-    async with server(ollama) as (url, _), httpx.AsyncClient(base_url=url) as client:
+    # Three refusals per route exceed the default 60/min of failed attempts per address.
+    refusals = f"{4 * len(every_route())}/min"
+    async with (
+        server(ollama, rate_auth_failures=refusals) as (url, _),
+        httpx.AsyncClient(base_url=url) as client,
+    ):
         for method, path in every_route():
             if method == "WEBSOCKET":
                 ws_url = url.replace("http", "ws") + path

@@ -65,7 +65,7 @@ async def test_doctor_checks_the_configured_backend(ollama, unused_tcp_port, tmp
     assert "[ok ] chat model (ollama)" in out
     assert (
         "[ok ] thread store (postgres): embedded" in out
-        and "0 migrations applied, 3 pending" in out
+        and "0 migrations applied, 4 pending" in out
     )
 
     down = {**env, "CITADEL_LLM_URL": f"http://127.0.0.1:{unused_tcp_port}"}

@@ -51,3 +51,24 @@ async def test_the_detailed_health_is_for_administrators(ollama):
     assert anonymous.status_code == 401
     assert user.status_code == 403 and user.json()["error"]["code"] == "forbidden"
     assert admin.status_code == 200 and "model" in admin.json()["checks"]
+
+
+async def test_ready_needs_the_model_the_store_and_the_vector_store(ollama, unused_tcp_port):
+    async with (
+        citadel(double_model(ollama)) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+    ):
+        ready = await client.get("/ready")
+    assert ready.status_code == 200
+    assert set(ready.json()["checks"]) == {"model", "store", "vectors"}
+    qdrant_down = {"qdrant_url": f"http://127.0.0.1:{unused_tcp_port}"}
+    async with (
+        citadel(double_model(ollama), **qdrant_down) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+    ):
+        not_ready = await client.get("/ready")
+        health = await client.get("/health")
+    assert not_ready.status_code == 503 and health.status_code == 200
+    vectors = not_ready.json()["checks"]["vectors"]
+    assert vectors["status"] == "error" and vectors["code"] == "retrieval_unavailable"
+    assert not_ready.json()["checks"]["model"]["status"] == "ok"

@@ -271,6 +271,7 @@ async def test_upgrade_applies_once_and_status_lists_it(
         ("0001_threads", None),
         ("0002_knowledge", None),
         ("0003_api_keys", None),
+        ("0004_runs_admin", None),
     ]
     assert not await pool.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
 
@@ -279,7 +280,12 @@ async def test_upgrade_applies_once_and_status_lists_it(
     assert await upgrade(pool) == []
 
     after = await status(pool)
-    assert [s.label for s in after] == ["0001_threads", "0002_knowledge", "0003_api_keys"]
+    assert [s.label for s in after] == [
+        "0001_threads",
+        "0002_knowledge",
+        "0003_api_keys",
+        "0004_runs_admin",
+    ]
     assert all(s.applied_at is not None and s.problem is None for s in after)
     # Everything landed in this test's schema.
     schema = urllib.parse.parse_qs(urllib.parse.urlsplit(database_url).query)["search_path"][0]
@@ -363,6 +369,7 @@ async def test_a_database_from_a_newer_release_is_refused(
         ("0001_threads", False),
         ("0002_knowledge", False),  # pending: known to this release, not applied
         ("0003_api_keys", False),
+        ("0004_runs_admin", False),
         ("9001_future", True),
     ]
 
@@ -469,6 +476,7 @@ async def test_embedded_server_starts_after_its_owner_was_killed(
             "0001_threads",
             "0002_knowledge",
             "0003_api_keys",
+            "0004_runs_admin",
         ]
         await pool.close()
         current = postmaster(pgdata)
@@ -504,13 +512,13 @@ async def test_db_status_and_upgrade(
     assert await run_db_command("upgrade", settings) == 0
     assert (
         "applied 0001_threads\napplied 0002_knowledge\napplied 0003_api_keys"
-        in capsys.readouterr().out
+        "\napplied 0004_runs_admin" in capsys.readouterr().out
     )
 
     assert await run_db_command("status", settings) == 0
     out = capsys.readouterr().out
     assert re.search(r"^0001\s+threads\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", out, re.MULTILINE)
-    assert "3 applied, 0 pending" in out
+    assert "4 applied, 0 pending" in out
 
     assert await run_db_command("upgrade", settings) == 0
     assert "up to date" in capsys.readouterr().out
@@ -553,9 +561,9 @@ async def test_db_upgrade_without_a_url_uses_the_embedded_server(
     assert await run_db_command("upgrade", settings) == 0
     assert (
         "applied 0001_threads\napplied 0002_knowledge\napplied 0003_api_keys"
-        in capsys.readouterr().out
+        "\napplied 0004_runs_admin" in capsys.readouterr().out
     )
     assert await run_db_command("status", settings) == 0
-    assert "3 applied, 0 pending" in capsys.readouterr().out
+    assert "4 applied, 0 pending" in capsys.readouterr().out
     # The command started the server for itself, so it stopped it too.
     assert not (tmp_path / "data" / "postgres" / "postmaster.pid").exists()

@@ -32,6 +32,16 @@ def user(text: str) -> dict[str, Any]:
     return {"id": new_id("user"), "role": "user", "content": text}
 
 
+def run_input(thread_id: str, run_id: str, text: str = "Hi") -> dict[str, Any]:
+    """A 1.0 client's RunAgentInput with one user message."""
+    return {
+        "threadId": thread_id,
+        "runId": run_id,
+        "protocolVersion": "1.0",
+        "messages": [user(text)],
+    }
+
+
 async def run_with_client(
     base_url: str, client: str, runs: list[dict[str, Any]], state: Any, thread_id: str
 ) -> list[dict[str, Any]]:

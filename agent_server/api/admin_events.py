@@ -1,0 +1,242 @@
+"""``GET /admin/events``: every run's events from every worker as they happen, as SSE or over
+a WebSocket, for administrators.
+
+The first item (kind "connected") says where the reader starts. Each other item wraps one
+AG-UI event with its run, thread, user and worker (or is a note, such as an ingestion job's
+progress), under an id a client resumes after (``Last-Event-ID`` or ``after``); ``since``
+replays from a point in time. Filters: ``thread``, ``run``, ``user``,
+``types`` (event types), ``kinds`` (run, ingest, ...).
+
+Every reader reads the feed by cursor, so a slow one never slows a run. One that falls more
+than ``CITADEL_ADMIN_FEED_MAX_LAG`` seconds behind gets a ``resync`` item and continues from
+the newest entry: the skipped part stays replayable (``after`` the id it last saw) for as long
+as the feed keeps it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from agent_server.api.http import services_of
+from agent_server.runs.bus import (
+    FEED_RUN,
+    BusUnavailable,
+    EventBus,
+    FeedEntry,
+    feed_id_before,
+    parse_feed_id,
+)
+from agent_server.services import Services
+from protocol.framing import SSE_HEADERS, SSE_KEEPALIVE, SSE_MEDIA_TYPE, sse_frame
+from protocol.input import InputError
+
+PAGE = 500  # entries per read
+Item = tuple[str, bytes]  # (id, JSON)
+
+
+@dataclass(frozen=True)
+class FeedQuery:
+    thread: str | None = None
+    run: str | None = None
+    user: str | None = None
+    types: frozenset[str] | None = None
+    kinds: frozenset[str] | None = None
+    after: str = "0-0"  # read the entries after this id...
+    seen: tuple[str, int] | None = None  # ...but of this entry, only the items after this one
+    replay: bool = False  # False: from now on
+    resumed: bool = False  # a reader's cursor: what it has not seen may have been trimmed
+
+    def takes(self, entry: FeedEntry) -> bool:
+        if self.kinds is not None and entry.kind not in self.kinds:
+            return False
+        if self.user not in (None, entry.owner):
+            return False
+        if entry.kind != FEED_RUN:  # notes belong to no run
+            return self.thread is self.run is self.types is None
+        return self.thread in (None, entry.thread_id) and self.run in (None, entry.run_id)
+
+
+def parse_query(params: dict[str, str], last_event_id: str | None) -> FeedQuery:
+    """The query string's filters and starting point; 422 on anything malformed."""
+    cursor = last_event_id or params.get("after")
+    since = params.get("since")
+    fields: dict[str, object] = {
+        name: params[name] for name in ("thread", "run", "user") if params.get(name)
+    }
+    for name in ("types", "kinds"):
+        if params.get(name):
+            fields[name] = frozenset(filter(None, params[name].split(",")))
+    try:
+        if cursor:
+            entry, _, index = cursor.partition(".")
+            parse_feed_id(entry)
+            seen = (entry, int(index)) if index else None
+            after = feed_id_before(entry) if seen else entry
+            return FeedQuery(**fields, after=after, seen=seen, replay=True, resumed=True)  # type: ignore[arg-type]
+        if since:
+            start = f"{_epoch_ms(since)}-0"
+            return FeedQuery(**fields, after=feed_id_before(start), replay=True)  # type: ignore[arg-type]
+    except ValueError as error:
+        raise InputError(422, "invalid_input", f"after/since: {error}") from None
+    return FeedQuery(**fields)  # type: ignore[arg-type]
+
+
+def _epoch_ms(value: str) -> int:
+    if value.isdigit():
+        return int(value)
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        raise ValueError("a time needs its UTC offset")
+    return int(moment.timestamp() * 1000)
+
+
+async def feed_items(services: Services, query: FeedQuery) -> AsyncIterator[list[Item]]:
+    """Batches of items; an empty batch says the keep-alive interval passed quietly."""
+    bus: EventBus = services.runs.bus
+    block = services.settings.keepalive_interval
+    max_lag_ms = services.settings.admin_feed_max_lag * 1000
+    after, live = query.after, not query.replay
+    oldest, newest = await _bounds(bus)
+    if live:
+        after = newest
+    yield [(after, orjson.dumps({"id": after, "kind": "connected", "worker": bus.worker}))]
+    if query.resumed:
+        last_seen = query.seen[0] if query.seen else query.after
+        if parse_feed_id(oldest) > parse_feed_id(last_seen):  # trimmed, or lost in a restart
+            services.metrics.admin_feed_dropped.labels("retention").inc()
+            yield [_resync("retention", last_seen, feed_id_before(oldest))]
+    while True:
+        try:
+            entries = await bus.read_feed(after, PAGE, block if live else 0)
+            if live and len(entries) == PAGE:
+                newest = (await bus.feed_bounds())[1]
+                if parse_feed_id(newest)[0] - parse_feed_id(entries[0].id)[0] > max_lag_ms:
+                    services.metrics.admin_feed_dropped.labels("slow_consumer").inc()
+                    yield [_resync("slow_consumer", after, newest)]
+                    after = newest
+                    continue
+        except BusUnavailable:
+            await asyncio.sleep(1.0)  # Redis is away: keep the reader, go on when it is back
+            yield []
+            continue
+        if not entries:
+            if live:
+                yield []
+            live = True  # a replay that has caught up goes on live
+            continue
+        items = [item for entry in entries for item in _items(entry, query)]
+        after = entries[-1].id
+        if items:
+            yield items
+
+
+async def _bounds(bus: EventBus) -> tuple[str, str]:
+    """The feed's bounds; with Redis away, "now" (by this worker's clock) for both."""
+    try:
+        return await bus.feed_bounds()
+    except BusUnavailable:
+        now = f"{int(time.time() * 1000)}-0"
+        return now, now
+
+
+def _items(entry: FeedEntry, query: FeedQuery) -> list[Item]:
+    if not query.takes(entry):
+        return []
+    if entry.kind != FEED_RUN:
+        head = orjson.dumps(
+            {"id": entry.id, "kind": entry.kind, "worker": entry.worker, "userId": entry.owner}
+        )
+        return [(entry.id, head[:-1] + b',"note":' + entry.note + b"}")]
+    first = query.seen[1] + 1 if query.seen and query.seen[0] == entry.id else 0
+    wrapper = {
+        "kind": FEED_RUN,
+        "worker": entry.worker,
+        "threadId": entry.thread_id,
+        "runId": entry.run_id,
+        "userId": entry.owner,
+    }
+    items = []
+    for index, data in enumerate(entry.events[first:], first):
+        if query.types is not None and orjson.loads(data)["type"] not in query.types:
+            continue
+        item_id = f"{entry.id}.{index}"
+        head = orjson.dumps({"id": item_id, **wrapper, "seq": entry.seq_from + index})
+        items.append((item_id, head[:-1] + b',"event":' + data + b"}"))
+    return items
+
+
+def _resync(reason: str, skipped_after: str, resume_after: str) -> Item:
+    """A reader skipped ahead: what it missed is ``after`` ``skipped_after``, up to and
+    including ``resume_after``."""
+    body = {"id": resume_after, "kind": "resync", "reason": reason, "skippedAfter": skipped_after}
+    return resume_after, orjson.dumps(body)
+
+
+# Faces --------------------------------------------------------------------------------------
+
+
+async def events_sse(request: Request) -> Response:
+    services = services_of(request)
+    query = parse_query(dict(request.query_params), request.headers.get("last-event-id"))
+    return StreamingResponse(_sse(services, query), media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
+
+
+async def _sse(services: Services, query: FeedQuery) -> AsyncIterator[bytes]:
+    deadline = asyncio.get_running_loop().time() + services.settings.stream_max_duration
+    async for items in feed_items(services, query):
+        yield b"".join(sse_frame(data, item_id) for item_id, data in items) or SSE_KEEPALIVE
+        if asyncio.get_running_loop().time() >= deadline:
+            return  # the client reconnects after the last id, with a fresh credential
+
+
+async def events_ws(websocket: WebSocket) -> None:
+    """One item per text frame; the client sends nothing (what it sends is ignored)."""
+    services = services_of(websocket)
+    try:
+        query = parse_query(dict(websocket.query_params), None)
+    except InputError as error:
+        await websocket.close(code=4000 + error.status, reason=error.code)
+        return
+    await websocket.accept()
+
+    async def send_items() -> None:
+        async for items in feed_items(services, query):
+            for _, data in items:
+                await websocket.send_text(data.decode())
+
+    async def listen() -> None:
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass
+
+    sender, listener = asyncio.create_task(send_items()), asyncio.create_task(listen())
+    try:
+        async with asyncio.timeout(services.settings.stream_max_duration):
+            done, _ = await asyncio.wait({sender, listener}, return_when=asyncio.FIRST_COMPLETED)
+        if sender in done:
+            sender.result()
+    except TimeoutError:
+        await websocket.close(code=4408, reason="stream_time_limit")
+    except WebSocketDisconnect:
+        return
+    finally:
+        for task in (sender, listener):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
+                await task
+
+
+routes = [
+    Route("/admin/events", events_sse, methods=["GET"]),
+    WebSocketRoute("/admin/events", events_ws),
+]

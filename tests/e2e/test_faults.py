@@ -1,0 +1,251 @@
+"""Faults across two workers. Documented behaviour, asserted here:
+
+* **Redis killed and restarted** (no persistence): runs in progress go on and end normally on
+  their worker; runs started meanwhile are accepted (the one-run-per-thread rule holds per
+  worker until Redis is back); every event is stored; after the restart, without restarting
+  any worker, a run on A resumes on B again and the admin feed on B carries new runs again.
+* **Postgres cut mid-run**: streams go on; events reach the store once it is back.
+* **The model backend stalling mid-answer, then answering garbage**: each run ends with a
+  final ``RUN_ERROR`` (codes ``timeout`` and ``model_error``), its events (the text already
+  streamed included) are stored and on the admin feed, the run history names the error, and
+  the next run on the same thread succeeds.
+* **A slow admin client**: it skips ahead with a resync item; runs are not slowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import orjson
+import pytest
+
+from bench.client import BodyReader, frame_data, raise_fd_limit
+from bench.workers import citadel_workers, watched_load
+from protocol.framing import SSEDecoder
+from protocol.verifier import verify_events
+from tests.doubles.ollama import OllamaDouble, ScriptedReply, text_reply
+from tests.support.agui import new_id, run_input, stream, types
+from tests.support.database import isolated_database_url
+from tests.support.feed import admin_feed, ended, run_events
+from tests.support.processes import free_port, two_workers
+from tests.support.proxy import proxied_postgres
+
+FAST = {"CITADEL_EVENT_FLUSH_INTERVAL": "0.05", "CITADEL_CLAIM_LEASE": "3"}
+
+
+@contextlib.contextmanager
+def redis_server(port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A Redis of our own on ``port`` (without persistence, as on this machine)."""
+    process = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            with contextlib.suppress(subprocess.CalledProcessError):
+                subprocess.run(
+                    ["redis-cli", "-p", str(port), "ping"], check=True, capture_output=True
+                )
+                break
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+
+
+def one_run_on_each(
+    client: httpx.AsyncClient, urls: tuple[str, str]
+) -> tuple[list[tuple[str, str]], list[asyncio.Task[tuple[int, list[dict]]]]]:
+    """A run started on each worker: their (thread, run) ids and the tasks reading them."""
+    runs = [(new_id("thread"), new_id("run")) for _ in urls]
+    reading = [
+        asyncio.create_task(stream(client, f"{url}/agui", run_input(thread, run)))
+        for url, (thread, run) in zip(urls, runs, strict=True)
+    ]
+    return runs, reading
+
+
+async def stored_events(database: str, run_id: str) -> list[dict]:
+    connection = await asyncpg.connect(database)
+    try:
+        rows = await connection.fetch(
+            "SELECT events FROM run_events WHERE run_id = $1 ORDER BY seq_from", run_id
+        )
+    finally:
+        await connection.close()
+    return [orjson.loads(line) for row in rows for line in bytes(row["events"]).split(b"\n")]
+
+
+@pytest.mark.timeout(180)
+async def test_redis_killed_and_restarted_during_runs(tmp_path: Path):
+    port = free_port()
+    redis_url = f"redis://127.0.0.1:{port}/0"
+    slow = ScriptedReply(
+        text_reply("one two three four five six seven eight", chunks=8), delay=0.25
+    )
+    async with (
+        OllamaDouble() as ollama,
+        isolated_database_url() as database,
+        two_workers(tmp_path, ollama.url, database, redis_url, **FAST) as (a, b),
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        with redis_server(port) as redis_process:
+            ollama.enqueue(slow, slow)
+            runs, during = one_run_on_each(client, (a, b))
+            await ollama.wait_for_requests(2)
+            redis_process.kill()
+            redis_process.wait()
+            ollama.enqueue(ScriptedReply(text_reply("Said while Redis was away.")))
+            outage_thread, outage_run = new_id("thread"), new_id("run")
+            status, outage = await stream(client, f"{a}/agui", run_input(outage_thread, outage_run))
+            assert status == 200 and types(outage)[-1] == "RUN_FINISHED"
+            results = await asyncio.gather(*during)
+        for status, events in results:
+            assert status == 200 and verify_events(events) == []
+            assert events[-1]["type"] == "RUN_FINISHED"
+            assert events[-1].get("outcome", {"type": "success"})["type"] == "success"
+
+        with redis_server(port):
+            await asyncio.sleep(1.0)  # the workers' Redis clients reconnect on their next call
+            async with admin_feed(b) as feed:
+                ollama.enqueue(slow)
+                thread, run = new_id("thread"), new_id("run")
+                decoder = SSEDecoder()
+                first = []
+                async with client.stream(
+                    "POST", f"{a}/agui", json=run_input(thread, run)
+                ) as response:
+                    async for chunk in response.aiter_bytes():
+                        first += decoder.feed(chunk)
+                        if len(first) >= 4:
+                            break
+                resumed = await client.post(
+                    f"{b}/agui/connect",
+                    json={"threadId": thread, "protocolVersion": "1.0"},
+                    headers={"Last-Event-ID": first[-1].id},
+                )
+                rest = SSEDecoder().feed(resumed.content)
+                events = [orjson.loads(m.data) for m in first + rest]
+                assert verify_events(events) == [] and events[-1]["type"] == "RUN_FINISHED"
+                assert [m.id for m in first + rest] == [
+                    f"{run}:{n}" for n in range(1, len(events) + 1)
+                ]
+                await feed.until(ended(run))
+            assert [i["event"] for i in run_events(feed.items, run)] == events
+
+        # Nothing acknowledged was lost: every event each client saw is in the store.
+        for (_, run_id), (_, events) in zip(runs, results, strict=True):
+            assert await stored_events(database, run_id) == events
+        assert await stored_events(database, outage_run) == outage
+
+
+@pytest.mark.timeout(180)
+async def test_postgres_cut_mid_run_on_two_workers(tmp_path: Path):
+    slow = ScriptedReply(text_reply("slow and steady wins " * 3, chunks=12), delay=0.1)
+    async with (
+        OllamaDouble() as ollama,
+        isolated_database_url() as database,
+        proxied_postgres(database) as (proxy, via),
+        empty_redis_url() as redis_url,
+        two_workers(tmp_path, ollama.url, via, redis_url, **FAST) as (a, b),
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        ollama.enqueue(slow, slow)
+        runs, during = one_run_on_each(client, (a, b))
+        await ollama.wait_for_requests(2)
+        proxy.cut()
+        await asyncio.sleep(0.5)
+        proxy.restore()
+        results = await asyncio.gather(*during)
+        for (_, run_id), (status, events) in zip(runs, results, strict=True):
+            assert status == 200 and verify_events(events) == []
+            assert types(events)[-1] == "RUN_FINISHED"
+            assert await stored_events(database, run_id) == events
+
+
+@pytest.mark.timeout(120)
+async def test_a_model_that_stalls_then_answers_garbage_fails_runs_not_workers(tmp_path: Path):
+    stall = ScriptedReply(text_reply("I was saying", chunks=2)[:1], hang=True)
+    garbage = ScriptedReply([text_reply("Fine", chunks=1)[0], "<html>502 Bad Gateway</html>"])
+    async with (
+        OllamaDouble() as ollama,
+        isolated_database_url() as database,
+        empty_redis_url() as redis_url,
+        two_workers(
+            tmp_path, ollama.url, database, redis_url, CITADEL_LLM_IDLE_TIMEOUT="0.5", **FAST
+        ) as (a, b),
+        admin_feed(b) as feed,
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        thread = new_id("thread")
+        ollama.enqueue(stall, garbage, ScriptedReply(text_reply("All good now.")))
+        outcomes = []
+        for code in ("timeout", "model_error", None):
+            run = new_id("run")
+            status, events = await stream(client, f"{a}/agui", run_input(thread, run))
+            assert status == 200 and verify_events(events) == []
+            if code:
+                assert events[-1]["type"] == "RUN_ERROR" and events[-1]["code"] == code
+                assert "TEXT_MESSAGE_CONTENT" in types(events)  # what streamed before is kept
+            else:
+                assert types(events)[-1] == "RUN_FINISHED"
+            await feed.until(ended(run))
+            assert [i["event"] for i in run_events(feed.items, run)] == events
+            assert await stored_events(database, run) == events  # stored before the end is sent
+            outcomes.append((await client.get(f"{b}/admin/runs/{run}")).json()["errorCode"])
+        assert outcomes == ["timeout", "model_error", None]
+        assert (await client.get(f"{a}/health")).status_code == 200
+
+
+@contextlib.asynccontextmanager
+async def empty_redis_url() -> AsyncIterator[str]:
+    from tests.support.redis import empty_redis
+
+    async with empty_redis() as url:
+        yield url
+
+
+@pytest.mark.timeout(180)
+async def test_a_slow_admin_client_skips_ahead_and_does_not_slow_the_runs():
+    """An admin that stops reading (a 4 KB receive window) while 300 runs stream: every run
+    still ends and is fully seen by a fast admin, and the slow one, once it reads again, gets
+    a resync item instead of everything it missed."""
+    raise_fd_limit()
+    async with citadel_workers(2, shared=True, CITADEL_ADMIN_FEED_MAX_LAG="1") as (a, b):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", b.port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(b"GET /admin/events HTTP/1.1\r\nHost: citadel\r\n\r\n")
+        parser = BodyReader()
+        connected: list[bytes] = []
+        while not connected:
+            connected = parser.feed(await reader.read(4096))
+        assert orjson.loads(frame_data(connected[0]))["kind"] == "connected"
+        load = await watched_load([a, b], admin=b, runs=300, prompt="deltas=100 interval=0.05")
+        assert load.problems() == []
+        items = []
+        async with asyncio.timeout(60):
+            while not any(item["kind"] == "resync" for item in items):
+                frames = parser.feed(await reader.read(256 * 1024))
+                items += [orjson.loads(frame_data(f)) for f in frames if frame_data(f)]
+        writer.close()
+    resync = next(item for item in items if item["kind"] == "resync")
+    assert resync["reason"] == "slow_consumer"

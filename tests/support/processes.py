@@ -1,0 +1,76 @@
+"""``citadel serve`` in a child process on loopback, for tests across processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+
+from tests.doubles.ollama import DEFAULT_MODEL
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def clean_env(**values: str) -> dict[str, str]:
+    """This environment without CITADEL_* settings (they would leak into the server), plus
+    ``values``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CITADEL_")}
+    env.pop("REDIS_URL", None)
+    env.pop("DATABASE_URL", None)
+    return env | values
+
+
+@asynccontextmanager
+async def citadel_process(
+    env: dict[str, str],
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """A worker, serving once ``/health`` answers; terminated (or already dead) after."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agent_server.cli", "serve", "--port", str(port), env=env
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with asyncio.timeout(60), httpx.AsyncClient() as client:
+            while True:
+                try:
+                    if (await client.get(f"{url}/health")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+        yield process, url
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            await asyncio.wait_for(process.wait(), 30)
+
+
+@asynccontextmanager
+async def two_workers(
+    data_dir: Path, model_url: str, database: str, redis_url: str, **settings: str
+) -> AsyncIterator[tuple[str, str]]:
+    """Workers A and B on one database and one Redis, the Ollama backend at ``model_url``;
+    yields their base URLs."""
+    common = {
+        "DATABASE_URL": database,
+        "REDIS_URL": redis_url,
+        "CITADEL_LLM": "ollama",
+        "CITADEL_LLM_URL": model_url,
+        "CITADEL_LLM_MODEL": DEFAULT_MODEL,
+        "CITADEL_RETRIEVAL": "off",
+        **settings,
+    }
+    env_a = clean_env(**common, CITADEL_DATA_DIR=str(data_dir / "a"))
+    env_b = clean_env(**common, CITADEL_DATA_DIR=str(data_dir / "b"))
+    async with citadel_process(env_a) as (_, a), citadel_process(env_b) as (_, b):
+        yield a, b
