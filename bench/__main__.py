@@ -114,6 +114,7 @@ KNOWLEDGE = (
     ("Retrieval quality on docs/", "bench.retrieval_quality", False),
 )
 ACCESS = (("Token verification and a flood of bad tokens", "bench.auth", False),)
+SCALE_OUT = (("Workers: in-process bus vs two workers on Redis", "bench.workers", False),)
 
 
 def child_sections(benches: tuple[tuple[str, str, bool], ...]) -> list[str]:
@@ -151,6 +152,7 @@ def main() -> None:
     stored = persistence.run()
     knowledge = child_sections(KNOWLEDGE)
     access = child_sections(ACCESS)
+    scale_out = child_sections(SCALE_OUT)
     elapsed = time.perf_counter() - started
     print(
         "\n".join(
@@ -182,6 +184,9 @@ def main() -> None:
                 "",
                 "## Identity and access",
                 *access,
+                "",
+                "## Scale-out",
+                *scale_out,
             ]
         )
     )

@@ -131,15 +131,17 @@ async def post_sse(
     host: str = "127.0.0.1",
     keep: bool = False,
     on_frames: Callable[[list[bytes], int], None] | None = None,
+    method: str = "POST",
 ) -> Stream:
-    """POST ``body`` and read the SSE answer to its end. ``on_frames(frames, arrival_ns)`` sees
-    every block of complete frames as it arrives; ``keep`` keeps all frames in the result."""
+    """POST ``body`` (or send it with ``method``) and read the SSE answer to its end.
+    ``on_frames(frames, arrival_ns)`` sees every block of complete frames as it arrives;
+    ``keep`` keeps all frames in the result."""
     result = Stream()
     start = time.perf_counter()
     reader, writer = await asyncio.open_connection(host, port)
     try:
         writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
             f"Accept: text/event-stream\r\nContent-Length: {len(body)}\r\n\r\n".encode()
             + body
         )

@@ -262,18 +262,20 @@ def running(
     gc_tuning: str | None = None,
     timeout: float = 60.0,
     data_dir: str | None = None,
-    env: dict[str, str] | None = None,
+    env: dict[str, str | None] | None = None,
 ) -> Iterator[ServerProcess]:
     """Start ``kind`` in a subprocess, wait until it listens, and always stop it at the end.
 
     ``citadel_postgres`` without ``BENCH_DATABASE_URL`` keeps its embedded database in
     ``data_dir``, or else in a new one each time: earlier runs' rows never weigh on a measure.
-    ``env`` is added to the server's environment."""
+    ``env`` is added to the server's environment (a None value removes the variable)."""
     with contextlib.ExitStack() as stack:
-        env = {**os.environ, **(env or {})}
-        if kind == "citadel_postgres" and not env.get("BENCH_DATABASE_URL"):
-            env["BENCH_DATA_DIR"] = data_dir or stack.enter_context(tempfile.TemporaryDirectory())
-        yield from _running(kind, env, backlog, profile, gc_tuning, timeout)
+        merged = {**os.environ, **(env or {})}
+        server_env = {name: value for name, value in merged.items() if value is not None}
+        if kind == "citadel_postgres" and not server_env.get("BENCH_DATABASE_URL"):
+            temporary = stack.enter_context(tempfile.TemporaryDirectory())
+            server_env["BENCH_DATA_DIR"] = data_dir or temporary
+        yield from _running(kind, server_env, backlog, profile, gc_tuning, timeout)
 
 
 def _running(

@@ -1,0 +1,214 @@
+"""Citadel on several workers: runs spread over them while an administrator watches the feed.
+
+The load test (tests/e2e/test_load.py) checks a :class:`WatchedLoad` for correctness: every
+stream a correct AG-UI stream, the feed carrying each event exactly once. ``make bench``
+(:func:`main`) measures, in one run, side by side:
+
+* server CPU per delivered event (user+sys of every worker process over the load, divided by
+  the events the clients received): one worker on the in-process bus vs two workers on Redis
+  (goal: at most 1.5x);
+* the admin feed's delay: produced (the scripted model stamps each delta with the system-wide
+  monotonic clock) to received by the admin client, p50 and p99 (goal p99 < 50 ms).
+
+Both set-ups run on the machine's Postgres (a fresh schema) and an admin watching a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import orjson
+import psutil
+
+from bench.client import Stream, frame_data, post_sse, raise_fd_limit, run_input
+from bench.servers import ServerProcess, running
+from protocol.verifier import verify_events
+from tests.support.database import isolated_database_url
+from tests.support.redis import empty_redis
+
+RUNS = 500
+PROMPT = "deltas=10 interval=0.1 stamp"  # 1 s runs: all 500 are open at once
+GOAL_CPU_RATIO = 1.5
+GOAL_FEED_P99_MS = 50.0
+TERMINAL = ("RUN_FINISHED", "RUN_ERROR")
+
+
+@dataclass
+class WatchedLoad:
+    streams: dict[str, Stream] = field(default_factory=dict)  # run id -> what its client got
+    feed: list[tuple[int, dict]] = field(default_factory=list)  # (arrival ns, item)
+    cpu: float = 0.0  # worker CPU seconds from the first run's start to the feed's last event
+    seconds: float = 0.0
+
+    @property
+    def events(self) -> int:
+        return sum(stream.frames for stream in self.streams.values())
+
+    def problems(self) -> list[str]:
+        """Why this load was not served correctly (empty: it was)."""
+        found = []
+        by_run: dict[str, list[dict]] = {}
+        for _, item in self.feed:
+            if item["kind"] == "run":
+                by_run.setdefault(item["runId"], []).append(item)
+        for run_id, stream in self.streams.items():
+            events = [orjson.loads(frame_data(frame)) for frame in stream.kept]
+            if stream.status != 200:
+                found.append(f"{run_id}: HTTP {stream.status}")
+            found += [f"{run_id}: {finding}" for finding in verify_events(events)]
+            watched = by_run.get(run_id, [])
+            if [item["seq"] for item in watched] != list(range(1, len(events) + 1)):
+                found.append(f"{run_id}: the feed had seqs {[i['seq'] for i in watched]}")
+            elif [item["event"] for item in watched] != events:
+                found.append(f"{run_id}: the feed's events differ from the stream's")
+        return found
+
+    def feed_delays_ms(self) -> list[float]:
+        return [
+            (arrived - int(item["event"]["delta"])) / 1e6
+            for arrived, item in self.feed
+            if item["kind"] == "run" and item["event"]["type"] == "TEXT_MESSAGE_CONTENT"
+        ]
+
+
+@contextlib.asynccontextmanager
+async def citadel_workers(
+    count: int, shared: bool, **settings: str
+) -> AsyncIterator[list[ServerProcess]]:
+    """``count`` workers on one fresh database schema, on Redis when ``shared``, with these
+    ``CITADEL_*`` settings."""
+    async with contextlib.AsyncExitStack() as stack:
+        database = await stack.enter_async_context(isolated_database_url())
+        redis_url = await stack.enter_async_context(empty_redis()) if shared else None
+        env: dict[str, str | None] = {
+            "BENCH_DATABASE_URL": database,
+            "REDIS_URL": redis_url,
+            "CITADEL_MAX_STREAMS_PER_USER": "100000",
+            **settings,
+        }
+        yield [stack.enter_context(running("citadel_postgres", env=env)) for _ in range(count)]
+
+
+async def watched_load(
+    workers: list[ServerProcess], admin: ServerProcess, runs: int = RUNS, prompt: str = PROMPT
+) -> WatchedLoad:
+    """``runs`` runs at once, dealt round-robin over ``workers``, with an admin reading the
+    feed of ``admin`` until it has seen every run end (at most a minute)."""
+    load = WatchedLoad()
+    connected, all_ended = asyncio.Event(), asyncio.Event()
+    ended: set[str] = set()
+    expected: set[str] = set()
+
+    def on_feed(frames: list[bytes], arrived: int) -> None:
+        for frame in frames:
+            data = frame_data(frame)
+            if not data:
+                continue  # a keep-alive
+            item = orjson.loads(data)
+            load.feed.append((arrived, item))
+            if item["kind"] == "connected":
+                connected.set()
+            elif item["kind"] == "run" and item["event"]["type"] in TERMINAL:
+                ended.add(item["runId"])
+                if expected and ended >= expected:
+                    all_ended.set()
+
+    watcher = asyncio.create_task(
+        post_sse(admin.port, b"", path="/admin/events", method="GET", on_frames=on_feed)
+    )
+    processes = [psutil.Process(worker.pid) for worker in workers]
+    try:
+        await asyncio.wait_for(connected.wait(), 30)
+        cpu = sum(_cpu(process) for process in processes)
+        started = time.perf_counter()
+        run_ids = [uuid.uuid4().hex for _ in range(runs)]
+        expected.update(run_ids)
+        streams = await asyncio.gather(
+            *(
+                post_sse(
+                    workers[n % len(workers)].port, run_input(prompt, run_id=run_id), keep=True
+                )
+                for n, run_id in enumerate(run_ids)
+            )
+        )
+        load.streams = dict(zip(run_ids, streams, strict=True))
+        if not ended >= expected:
+            await asyncio.wait_for(all_ended.wait(), 60)
+        load.seconds = time.perf_counter() - started
+        load.cpu = sum(_cpu(process) for process in processes) - cpu
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    return load
+
+
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+async def _measure(count: int, shared: bool) -> WatchedLoad:
+    async with citadel_workers(count, shared) as workers:
+        await watched_load(workers, workers[-1], runs=50)  # warm-up: imports, pools, JITs
+        load = await watched_load(workers, workers[-1])
+    problems = load.problems()
+    if problems:
+        raise RuntimeError(f"{len(problems)} problems, e.g. {problems[:3]}")
+    return load
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    return statistics.quantiles(values, n=100)[int(fraction * 100) - 1]
+
+
+def summary(local: WatchedLoad, spread: WatchedLoad) -> list[str]:
+    per_event = [load.cpu / load.events * 1e6 for load in (local, spread)]
+    ratio = per_event[1] / per_event[0]
+    lines = [
+        f"{RUNS} runs at once (`{PROMPT}`), an admin watching the feed of the last worker.",
+        "",
+        "| set-up | events | worker CPU | CPU per event | feed delay p50 | feed delay p99 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, load, micros in (
+        ("1 worker, in-process bus", local, per_event[0]),
+        ("2 workers, Redis", spread, per_event[1]),
+    ):
+        delays = load.feed_delays_ms()
+        lines.append(
+            f"| {name} | {load.events} | {load.cpu:.2f} s | {micros:.0f} µs "
+            f"| {statistics.median(delays):.1f} ms | {_percentile(delays, 0.99):.1f} ms |"
+        )
+    p99 = _percentile(spread.feed_delays_ms(), 0.99)
+    lines += [
+        "",
+        f"Redis path / in-process path, CPU per event: **{ratio:.2f}x** "
+        f"(goal <= {GOAL_CPU_RATIO}x: {'met' if ratio <= GOAL_CPU_RATIO else 'NOT met'}); "
+        f"admin feed p99 on Redis: **{p99:.1f} ms** "
+        f"(goal < {GOAL_FEED_P99_MS:g} ms: {'met' if p99 < GOAL_FEED_P99_MS else 'NOT met'}).",
+    ]
+    return lines
+
+
+async def _main() -> list[str]:
+    raise_fd_limit()
+    local = await _measure(1, shared=False)
+    print("scale-out: in-process done", file=sys.stderr)
+    spread = await _measure(2, shared=True)
+    return summary(local, spread)
+
+
+def main() -> list[str]:
+    return asyncio.run(_main())
+
+
+if __name__ == "__main__":
+    print("\n".join(main()))
