@@ -61,17 +61,23 @@ def log_some(logger: logging.Logger) -> None:
         logger.exception("it broke")
 
 
-def test_json_lines_carry_the_ids_the_extra_fields_and_the_exception():
-    logger = logging.getLogger("tests.logs.json")
-    handler = Lines(JsonFormatter())
+def logged_lines(name: str, formatter: logging.Formatter) -> list[str]:
+    """The lines of :func:`log_some` inside a request, then of one warning outside any."""
+    logger = logging.getLogger(name)
+    handler = Lines(formatter)
     logger.addHandler(handler)
     try:
         contextvars.copy_context().run(log_some, logger)
         logger.warning("outside any request")
     finally:
         logger.removeHandler(handler)
-    first, second, outside = (orjson.loads(line) for line in handler.lines)
-    assert all("\n" not in line for line in handler.lines)
+    return handler.lines
+
+
+def test_json_lines_carry_the_ids_the_extra_fields_and_the_exception():
+    lines = logged_lines("tests.logs.json", JsonFormatter())
+    first, second, outside = (orjson.loads(line) for line in lines)
+    assert all("\n" not in line for line in lines)
     logged_at = datetime.fromisoformat(first["time"])
     assert first["time"].endswith("Z") and abs(logged_at - datetime.now(UTC)) < timedelta(minutes=1)
     assert {key: first[key] for key in ("level", "logger", "message")} == {
@@ -92,19 +98,12 @@ def test_json_lines_carry_the_ids_the_extra_fields_and_the_exception():
 
 
 def test_text_lines_carry_the_ids_too():
-    logger = logging.getLogger("tests.logs.text")
-    handler = Lines(TextFormatter())
-    logger.addHandler(handler)
-    try:
-        contextvars.copy_context().run(log_some, logger)
-        logger.warning("outside any request")
-    finally:
-        logger.removeHandler(handler)
-    assert handler.lines[0].endswith(
+    lines = logged_lines("tests.logs.text", TextFormatter())
+    assert lines[0].endswith(
         " WARNING tests.logs.text [req=req-1 thread=thread-1 run=run-1]: tool calculate took 0.5 s"
     )
-    assert "ZeroDivisionError" in handler.lines[1]
-    assert handler.lines[2].endswith(" WARNING tests.logs.text: outside any request")
+    assert "ZeroDivisionError" in lines[1]
+    assert lines[2].endswith(" WARNING tests.logs.text: outside any request")
 
 
 async def test_answers_echo_a_sane_request_id_and_carry_a_fresh_one_otherwise(ollama):
