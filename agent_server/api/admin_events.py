@@ -38,6 +38,7 @@ from agent_server.runs.bus import (
     parse_feed_id,
 )
 from agent_server.services import Services
+from agent_server.store.base import EventBatch
 from protocol.framing import SSE_HEADERS, SSE_KEEPALIVE, SSE_MEDIA_TYPE, sse_frame
 from protocol.input import InputError
 
@@ -57,14 +58,21 @@ class FeedQuery:
     replay: bool = False  # False: from now on
     resumed: bool = False  # a reader's cursor: what it has not seen may have been trimmed
 
-    def takes(self, entry: FeedEntry) -> bool:
-        if self.kinds is not None and entry.kind not in self.kinds:
-            return False
-        if self.user not in (None, entry.owner):
-            return False
-        if entry.kind != FEED_RUN:  # notes belong to no run
-            return self.thread is self.run is self.types is None
-        return self.thread in (None, entry.thread_id) and self.run in (None, entry.run_id)
+    def takes_note(self, entry: FeedEntry) -> bool:
+        """Notes belong to no run: a filter on threads, runs or event types leaves them out."""
+        return (
+            (self.kinds is None or entry.kind in self.kinds)
+            and self.user in (None, entry.owner)
+            and self.thread is self.run is self.types is None
+        )
+
+    def takes_run(self, batch: EventBatch) -> bool:
+        return (
+            (self.kinds is None or FEED_RUN in self.kinds)
+            and self.user in (None, batch.owner)
+            and self.thread in (None, batch.thread_id)
+            and self.run in (None, batch.run_id)
+        )
 
 
 def parse_query(params: dict[str, str], last_event_id: str | None) -> FeedQuery:
@@ -151,28 +159,34 @@ async def _bounds(bus: EventBus) -> tuple[str, str]:
 
 
 def _items(entry: FeedEntry, query: FeedQuery) -> list[Item]:
-    if not query.takes(entry):
-        return []
     if entry.kind != FEED_RUN:
+        if not query.takes_note(entry):
+            return []
         head = orjson.dumps(
             {"id": entry.id, "kind": entry.kind, "worker": entry.worker, "userId": entry.owner}
         )
         return [(entry.id, head[:-1] + b',"note":' + entry.note + b"}")]
-    first = query.seen[1] + 1 if query.seen and query.seen[0] == entry.id else 0
-    wrapper = {
-        "kind": FEED_RUN,
-        "worker": entry.worker,
-        "threadId": entry.thread_id,
-        "runId": entry.run_id,
-        "userId": entry.owner,
-    }
+    seen = query.seen[1] if query.seen and query.seen[0] == entry.id else -1
     items = []
-    for index, data in enumerate(entry.events[first:], first):
-        if query.types is not None and orjson.loads(data)["type"] not in query.types:
-            continue
-        item_id = f"{entry.id}.{index}"
-        head = orjson.dumps({"id": item_id, **wrapper, "seq": entry.seq_from + index})
-        items.append((item_id, head[:-1] + b',"event":' + data + b"}"))
+    start = 0  # the index of the batch's first event in the entry
+    for batch in entry.batches:
+        if query.takes_run(batch):
+            wrapper = {
+                "kind": FEED_RUN,
+                "worker": entry.worker,
+                "threadId": batch.thread_id,
+                "runId": batch.run_id,
+                "userId": batch.owner,
+            }
+            for offset, data in enumerate(batch.events):
+                if start + offset <= seen or (
+                    query.types is not None and orjson.loads(data)["type"] not in query.types
+                ):
+                    continue
+                item_id = f"{entry.id}.{start + offset}"
+                head = orjson.dumps({"id": item_id, **wrapper, "seq": batch.seq_from + offset})
+                items.append((item_id, head[:-1] + b',"event":' + data + b"}"))
+        start += len(batch.events)
     return items
 
 

@@ -32,16 +32,15 @@ class BusUnavailable(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class FeedEntry:
-    """A batch of one run's consecutive events, or a note (``kind`` other than "run")."""
+    """One flush of a worker: consecutive events of one or more runs (``batches``), or a note
+    (``kind`` other than "run", from ``owner``). Items of an entry are numbered across its
+    batches: ``<id>.<i>``."""
 
     id: str  # "<ms>-<n>": ordered, a reader resumes after it
     kind: str
     worker: str
-    thread_id: str = ""
-    run_id: str = ""
+    batches: list[EventBatch] = field(default_factory=list)  # the AG-UI events, JSON
     owner: str = ""
-    seq_from: int = 0
-    events: list[bytes] = field(default_factory=list)  # the AG-UI events, JSON
     note: bytes = b""  # a note's JSON body
 
 
@@ -57,8 +56,9 @@ class EventBus(Protocol):
     worker: str
 
     async def publish(self, batches: list[EventBatch]) -> None:
-        """Append run events to the feed and the run streams (raises :class:`BusUnavailable`).
-        Idempotent per batch: a batch sent again after an unclear failure is not repeated."""
+        """Append run events to the feed (one entry) and the run streams (raises
+        :class:`BusUnavailable`). Idempotent per batch: a batch sent again after an unclear
+        failure is not repeated."""
 
     async def note(self, kind: str, body: bytes, owner: str = "") -> None:
         """Append a note (an ingestion job's progress, a voice session) to the feed."""
@@ -108,15 +108,7 @@ class LocalBus:
         self._news = asyncio.Condition()
 
     async def publish(self, batches: list[EventBatch]) -> None:
-        for batch in batches:
-            self._append(
-                FEED_RUN,
-                thread_id=batch.thread_id,
-                run_id=batch.run_id,
-                owner=batch.owner,
-                seq_from=batch.seq_from,
-                events=batch.events,
-            )
+        self._append(FEED_RUN, batches=list(batches))
         async with self._news:
             self._news.notify_all()
 

@@ -12,7 +12,7 @@ The few events a 0.0.59 client must see differently are framed a second time on 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import orjson
 
@@ -35,7 +35,7 @@ class EventLog:
         self._legacy: dict[int, bytes | None] = {}  # index -> 0.0.59 frame where it differs
         self._id_prefix = f"id: {run_id}:".encode()
         self._waiters: list[asyncio.Future[bool]] = []
-        self.listeners: list[asyncio.Event] = []  # set on every append (the pumps' wake-ups)
+        self.listeners: list[Callable[[EventLog], None]] = []  # told of appends and the close
         self.followers = 0  # connections following now
 
     @property
@@ -75,7 +75,7 @@ class EventLog:
 
     def _wake(self) -> None:
         for listener in self.listeners:
-            listener.set()
+            listener(self)
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.done():

@@ -190,8 +190,8 @@ class RunManager:
             claim=claim,
         )
         self._active[input.thread_id] = run
-        self.writer.track(key, log)
-        self.publisher.track(key, log, owner)
+        self.writer.track(log)
+        self.publisher.track(log, owner)
         run.task = asyncio.create_task(self._drive(run), name=f"run {input.run_id}")
         return run
 

@@ -1,8 +1,9 @@
 """Events from the run logs to a sink (the store, the bus) in batches, off the stream's path.
 
 A pump keeps no copy of events: when a tracked :class:`EventLog` has news it waits
-``interval`` for more, then reads from each tracked log the events after those already
-pumped and hands them all to its sink in one call. Emitting an event costs the stream nothing
+``interval`` for more, then reads from each log that had news the events after those already
+pumped and hands them all to its sink in one call (a flush costs what changed, not what is
+tracked: a thousand quiet runs cost nothing). Emitting an event costs the stream nothing
 more than the log's append. A sink that is unavailable is retried with backoff, so an outage
 delays the copy, never the stream; batches of runs that ended meanwhile wait in memory, at
 most ``max_pending`` events of them, past which the oldest are dropped, and said so in the
@@ -68,15 +69,16 @@ class LogPump:
         self._interval = interval
         self._max_pending = max_pending
         self._runs: dict[RunKey, _Tracked] = {}
+        self._changed: dict[RunKey, None] = {}  # runs with news since the last flush, in order
         self._failed: list[EventBatch] = []  # pumped by no run any more: retried as they are
         self._news = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._behind_since: float | None = None  # monotonic time of the first failed call
 
-    def track(self, key: RunKey, log: EventLog, owner: str = "") -> None:
+    def track(self, log: EventLog, owner: str = "") -> None:
         """Pump the events ``log`` receives from now on."""
-        self._runs[key] = _Tracked(log, owner)
-        log.listeners.append(self._news)
+        self._runs[(log.thread_id, log.run_id)] = _Tracked(log, owner)
+        log.listeners.append(self._noticed)
 
     def take(self, key: RunKey) -> EventBatch | None:
         """The run's unpumped events, and stop tracking it: the caller sends them itself."""
@@ -85,6 +87,10 @@ class LogPump:
             return None
         self._forget(tracked)
         return tracked.unpumped()
+
+    def _noticed(self, log: EventLog) -> None:
+        self._changed[(log.thread_id, log.run_id)] = None
+        self._news.set()
 
     def requeue(self, batch: EventBatch) -> None:
         """A batch the caller could not send after all: the pump retries it."""
@@ -128,7 +134,11 @@ class LogPump:
 
     async def _flush(self) -> None:
         batches, self._failed = self._failed, []
-        for key, tracked in list(self._runs.items()):
+        changed, self._changed = self._changed, {}
+        for key in changed:
+            tracked = self._runs.get(key)
+            if tracked is None:
+                continue  # taken meanwhile
             batch = tracked.unpumped()
             if batch is not None:
                 batches.append(batch)
@@ -146,7 +156,7 @@ class LogPump:
 
     def _forget(self, tracked: _Tracked) -> None:
         with contextlib.suppress(ValueError):
-            tracked.log.listeners.remove(self._news)
+            tracked.log.listeners.remove(self._noticed)
 
     def _keep(self, batches: list[EventBatch]) -> None:
         # Older first: what is sent next continues where these end.

@@ -1,15 +1,16 @@
 """The event bus in Redis Streams, shared by every worker.
 
-* ``citadel:feed``: one entry per batch of a run's events (or per note), trimmed to about
-  ``feed_length`` entries; its ids are Redis' own (``<ms>-<n>``), so "replay from a time" is
-  reading after ``<ms>-0``. A batch's thread, run, first seq and owner share one field (ids
-  have no spaces; the owner comes last): fields are what every reader pays to parse.
+* ``citadel:feed``: one entry per flush of a worker (the batches of the runs that had news,
+  or a note), trimmed to about ``feed_length`` entries; its ids are Redis' own (``<ms>-<n>``),
+  so "replay from a time" is reading after ``<ms>-0``. Each batch's thread, run, first seq,
+  size and owner share one line of one field, its events one line each of another: fields
+  are what every reader pays to parse, and a busy worker's flush is one entry, not hundreds.
 * ``citadel:run:<thread> <run>``: the run's batches, each under the id ``0-<last seq>``, so
   "the events after seq N" is ``XREAD ... 0-N``; the key expires ``retention`` seconds after
   its last batch.
 
 One script appends a flush's batches to both, atomically and idempotently: a batch whose run
-stream already has its id (a retry after an unclear failure) is skipped, feed entry included.
+stream already has its id (a retry after an unclear failure) is skipped, on the feed too.
 Redis Cluster is not supported (the script touches keys of many runs).
 """
 
@@ -30,22 +31,25 @@ FEED_KEY = "citadel:feed"
 
 _PUBLISH = """
 local ttl, length, worker = ARGV[1], ARGV[2], ARGV[3]
+local about, bodies = {}, {}
 for i = 2, #KEYS do
-  local b = 3 + (i - 2) * 6
-  local id = '0-' .. ARGV[b + 5]
-  local added = redis.pcall('XADD', KEYS[i], id, 's', ARGV[b + 4], 'e', ARGV[b + 6])
+  local b = 4 + (i - 2) * 4
+  local added = redis.pcall('XADD', KEYS[i], '0-' .. ARGV[b + 1], 's', ARGV[b], 'e', ARGV[b + 3])
   if type(added) == 'table' and added.err then
     if not string.find(added.err, 'equal or smaller', 1, true) then
       return redis.error_reply(added.err)
     end
   else
     redis.call('PEXPIRE', KEYS[i], ttl)
-    local about = ARGV[b + 1] .. ' ' .. ARGV[b + 2] .. ' ' .. ARGV[b + 4] .. ' ' .. ARGV[b + 3]
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', length, '*', 'k', 'run', 'w', worker,
-      'm', about, 'e', ARGV[b + 6])
+    about[#about + 1] = ARGV[b + 2]
+    bodies[#bodies + 1] = ARGV[b + 3]
   end
 end
-return #KEYS - 1
+if #about > 0 then
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', length, '*', 'k', 'run', 'w', worker,
+    'm', table.concat(about, '\\n'), 'e', table.concat(bodies, '\\n'))
+end
+return #about
 """
 
 
@@ -76,8 +80,9 @@ class RedisBus:
         args: list[str | bytes | int] = [self._retention_ms, self._feed_length, self.worker]
         for batch in batches:
             keys.append(run_stream_key(batch.thread_id, batch.run_id))
-            last_seq = batch.seq_from + len(batch.events) - 1
-            args += [batch.thread_id, batch.run_id, batch.owner, batch.seq_from, last_seq]
+            size = len(batch.events)
+            about = f"{batch.thread_id} {batch.run_id} {batch.seq_from} {size} {batch.owner}"
+            args += [batch.seq_from, batch.seq_from + size - 1, about]
             args.append(b"\n".join(batch.events))  # JSON has no raw newlines
         try:
             await self._publish(keys=keys, args=args)
@@ -131,14 +136,11 @@ def _feed_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> FeedEntry:
     if kind != FEED_RUN:
         owner = fields.get(b"u", b"").decode()
         return FeedEntry(entry_id.decode(), kind, worker, owner=owner, note=fields[b"n"])
-    thread_id, run_id, seq_from, owner = fields[b"m"].decode().split(" ", 3)
-    return FeedEntry(
-        entry_id.decode(),
-        kind,
-        worker,
-        thread_id=thread_id,
-        run_id=run_id,
-        owner=owner,
-        seq_from=int(seq_from),
-        events=fields[b"e"].split(b"\n"),
-    )
+    events = fields[b"e"].split(b"\n")
+    batches, start = [], 0
+    for about in fields[b"m"].decode().split("\n"):
+        thread_id, run_id, seq_from, size, owner = about.split(" ", 4)
+        end = start + int(size)
+        batches.append(EventBatch(thread_id, run_id, int(seq_from), events[start:end], owner))
+        start = end
+    return FeedEntry(entry_id.decode(), kind, worker, batches)

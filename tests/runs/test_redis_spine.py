@@ -50,18 +50,17 @@ async def test_published_batches_reach_the_run_stream_and_the_feed_once():
         values = [orjson.loads(e)["value"] for b in found for e in b.events]
         assert values == [1, 2, 3, 4, 5]  # the caller skips what it has (seq <= 2)
 
-        feed = await bus.read_feed("0-0", 100, block=0)
-        assert [(e.run_id, e.seq_from, len(e.events)) for e in feed] == [
-            ("r1", 1, 3),
-            ("r2", 1, 2),
-            ("r1", 4, 2),
+        feed = await bus.read_feed("0-0", 100, block=0)  # one entry per publish, none for the retry
+        assert [[(b.run_id, b.seq_from, b.events) for b in e.batches] for e in feed] == [
+            [("r1", 1, batch(1, 3).events), ("r2", 1, batch(1, 2, run="r2").events)],
+            [("r1", 4, batch(4, 2).events)],
         ]
-        assert {e.owner for e in feed} == {"alice"} and {e.worker for e in feed} == {bus.worker}
+        assert {b.owner for e in feed for b in e.batches} == {"alice"}
+        assert {e.worker for e in feed} == {bus.worker}
         assert await bus.feed_bounds() == (feed[0].id, feed[-1].id)
         assert await bus.read_feed(feed[-1].id, 100, block=0) == []
         assert [e.id for e in await bus.read_feed(feed_id_before(feed[1].id), 100, 0)] == [
-            feed[1].id,
-            feed[2].id,
+            feed[1].id
         ]
         ttl = await shared.pttl(run_stream_key("t1", "r1"))
         assert 0 < ttl <= 60_000  # run streams expire after the retention
@@ -161,10 +160,10 @@ async def test_the_local_feed_reads_by_cursor_and_wakes_blocked_readers():
     await asyncio.sleep(0.05)
     await bus.publish([batch(1, 2)])
     [first] = await asyncio.wait_for(reader, 1)
-    assert (first.run_id, first.seq_from, first.owner) == ("r1", 1, "alice")
+    assert first.batches == [batch(1, 2)]
     for seq in range(3, 7):
         await bus.publish([batch(seq, 1)])
     kept = await bus.read_feed("0-0", 10, 0)
-    assert [e.seq_from for e in kept] == [4, 5, 6]  # the last ``retention`` entries
+    assert [e.batches[0].seq_from for e in kept] == [4, 5, 6]  # the last ``retention`` entries
     assert await bus.read_feed(kept[0].id, 1, 0) == [kept[1]]
     assert await bus.read_feed(kept[-1].id, 10, block=0.05) == []

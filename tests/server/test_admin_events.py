@@ -16,7 +16,7 @@ from websockets.exceptions import InvalidStatus
 
 from agent_server.api.admin_events import PAGE, FeedQuery, feed_items
 from agent_server.observability.metrics import Metrics
-from agent_server.runs.bus import LocalBus
+from agent_server.runs.bus import LocalBus, feed_id_before
 from agent_server.store.base import EventBatch
 from tests.conftest import citadel, double_model
 from tests.doubles.ollama import ScriptedReply, text_reply
@@ -160,3 +160,37 @@ async def test_a_cursor_older_than_the_feed_keeps_gets_a_retention_resync():
     replayed = await anext(reader)
     assert [orjson.loads(item)["seq"] for _, item in replayed] == list(range(7, 12))
     await reader.aclose()
+
+
+async def test_items_are_numbered_across_the_runs_of_one_flush_and_resume_inside_it():
+    bus = LocalBus()
+    custom = [b'{"type":"CUSTOM","name":"n","value":%d}' % n for n in range(5)]
+    await bus.publish(
+        [
+            EventBatch("t1", "r1", 7, custom[:2], "alice"),
+            EventBatch("t2", "r2", 1, custom[2:], "bob"),
+        ]
+    )
+    [entry] = await bus.read_feed("0-0", 10, 0)
+    services = _feed_services(bus, max_lag=5)
+
+    async def items(**query: object) -> list[dict]:
+        reader = feed_items(services, FeedQuery(replay=True, **query))  # type: ignore[arg-type]
+        await anext(reader)  # connected
+        found = await anext(reader)
+        await reader.aclose()
+        return [orjson.loads(item) for _, item in found]
+
+    every = await items()
+    assert [(i["id"], i["runId"], i["userId"], i["seq"]) for i in every] == [
+        (f"{entry.id}.0", "r1", "alice", 7),
+        (f"{entry.id}.1", "r1", "alice", 8),
+        (f"{entry.id}.2", "r2", "bob", 1),
+        (f"{entry.id}.3", "r2", "bob", 2),
+        (f"{entry.id}.4", "r2", "bob", 3),
+    ]
+    assert [i["event"]["value"] for i in every] == [0, 1, 2, 3, 4]
+    resumed = await items(after=feed_id_before(entry.id), seen=(entry.id, 2))
+    assert [i["id"] for i in resumed] == [f"{entry.id}.3", f"{entry.id}.4"]
+    bobs = await items(user="bob", seen=(entry.id, 0), after=feed_id_before(entry.id))
+    assert [i["seq"] for i in bobs] == [1, 2, 3]
