@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from agent_server.api.http import decode_cursor, encode_cursor, parse_time, services_of
+from agent_server.api.http import decode_dated_cursor, encode_cursor, parse_time, services_of
 from agent_server.store.base import RunCursor, RunQuery, RunRecord, RunStatus, ThreadStore, run_key
 from protocol.input import InputError
 
@@ -172,11 +172,11 @@ def _time(params: QueryParams, name: str) -> datetime | None:
 def _run_cursor(text: str | None) -> RunCursor | None:
     if text is None:
         return None
-    parts = decode_cursor(text, 3)
-    started_at = parse_time(parts[0]) if parts is not None else None
-    if parts is None or started_at is None:
+    found = decode_dated_cursor(text, 3)
+    if found is None:
         raise InputError(422, "invalid_input", "before is not a cursor this server issued")
-    return started_at, parts[1], parts[2]
+    started_at, (thread_id, run_id) = found
+    return started_at, thread_id, run_id
 
 
 # Answers -----------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from agent_server.api.http import services_of
+from agent_server.api.http import STREAM_TIME_LIMIT_CLOSE, services_of
 from agent_server.runs.bus import (
     FEED_RUN,
     BusUnavailable,
@@ -240,7 +240,7 @@ async def events_ws(websocket: WebSocket) -> None:
         if sender in done:
             sender.result()
     except TimeoutError:
-        await websocket.close(code=4408, reason="stream_time_limit")
+        await websocket.close(code=STREAM_TIME_LIMIT_CLOSE, reason="stream_time_limit")
     except WebSocketDisconnect:
         return
     finally:

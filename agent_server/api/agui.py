@@ -24,7 +24,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from agent_server.api.http import parse_body, read_json, services_of
+from agent_server.api.http import STREAM_TIME_LIMIT_CLOSE, parse_body, read_json, services_of
 from agent_server.auth.principals import principal_of
 from agent_server.runs.eventlog import EventLog
 from agent_server.runs.manager import ActiveRun, RunManager, following
@@ -49,8 +49,6 @@ from protocol.input import (
     parse_run_input,
 )
 from protocol.versions import WireVersion, downgrade, wire_version
-
-STREAM_TIME_LIMIT_CLOSE = 4408  # 4000 + 408: the socket lived CITADEL_STREAM_MAX_DURATION
 
 
 class ConnectRequest(StrictModel):

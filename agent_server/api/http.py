@@ -43,6 +43,9 @@ def parse_body(model: type[StrictModel], data: Any) -> Any:
         raise InputError(422, "invalid_input", describe_validation_error(error, data)) from None
 
 
+STREAM_TIME_LIMIT_CLOSE = 4408  # 4000 + 408: the socket lived CITADEL_STREAM_MAX_DURATION
+
+
 def encode_cursor(*parts: str) -> str:
     """An opaque page cursor holding ``parts``: clients hand it back, never read it."""
     return base64.urlsafe_b64encode(orjson.dumps(parts)).decode()
@@ -57,6 +60,16 @@ def decode_cursor(cursor: str, count: int) -> list[str] | None:
     if not isinstance(parts, list) or len(parts) != count:
         return None
     return parts if all(isinstance(part, str) for part in parts) else None
+
+
+def decode_dated_cursor(cursor: str, count: int) -> tuple[datetime, list[str]] | None:
+    """A cursor of :func:`encode_cursor` whose first of ``count`` parts is a time: that time
+    and the other parts; None if it is not one."""
+    parts = decode_cursor(cursor, count)
+    moment = parse_time(parts[0]) if parts is not None else None
+    if parts is None or moment is None:
+        return None
+    return moment, parts[1:]
 
 
 def parse_time(text: str) -> datetime | None:

@@ -11,9 +11,8 @@ from starlette.routing import Route
 
 from agent_server.api.http import (
     actor_of,
-    decode_cursor,
+    decode_dated_cursor,
     encode_cursor,
-    parse_time,
     read_json,
     services_of,
 )
@@ -107,11 +106,11 @@ def _encode_cursor(item: ThreadSummary) -> str:
 def _decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
     if cursor is None:
         return None
-    parts = decode_cursor(cursor, 2)
-    updated_at = parse_time(parts[0]) if parts is not None else None
-    if parts is None or updated_at is None:
+    found = decode_dated_cursor(cursor, 2)
+    if found is None:
         raise InputError(422, "invalid_cursor", "cursor is not one this server issued")
-    return updated_at, parts[1]
+    updated_at, (thread_id,) = found
+    return updated_at, thread_id
 
 
 routes = [

@@ -134,14 +134,16 @@ class MemoryThreadStore:
         return sorted(found, key=run_key, reverse=True)[:limit]
 
     async def read_events(self, thread_id: str, run_id: str, after_seq: int) -> list[bytes]:
-        stored = self._events.get((thread_id, run_id), {})
-        return [stored[seq] for seq in sorted(stored) if seq > after_seq]
+        return [event for _, event in self._events_after(thread_id, run_id, after_seq)]
 
     async def event_page(
         self, thread_id: str, run_id: str, after_seq: int, limit: int
     ) -> list[tuple[int, bytes]]:
+        return self._events_after(thread_id, run_id, after_seq)[:limit]
+
+    def _events_after(self, thread_id: str, run_id: str, after_seq: int) -> list[tuple[int, bytes]]:
         stored = self._events.get((thread_id, run_id), {})
-        return [(seq, stored[seq]) for seq in sorted(stored) if seq > after_seq][:limit]
+        return [(seq, stored[seq]) for seq in sorted(stored) if seq > after_seq]
 
     async def list_threads(
         self, owner: str, limit: int, before: tuple[datetime, str] | None

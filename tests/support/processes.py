@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,13 +11,8 @@ from pathlib import Path
 
 import httpx
 
+from bench.servers import free_port
 from tests.doubles.ollama import DEFAULT_MODEL
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def clean_env(**values: str) -> dict[str, str]:
