@@ -1,4 +1,4 @@
-"""The application: settings in, a Starlette app out. Everything is wired in the lifespan."""
+"""The application: settings in, a FastAPI app out. Everything is wired in the lifespan."""
 
 from __future__ import annotations
 
@@ -6,35 +6,52 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
+from fastapi import FastAPI
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.staticfiles import StaticFiles
 
-from agent_server.api import admin, admin_events, agui, health, openai_compat, rag, threads
-from agent_server.api.http import (
-    http_error_handler,
-    input_error_handler,
-    reranker_missing_handler,
-    retrieval_error_handler,
-    storage_error_handler,
+from agent_server import __version__
+from agent_server.api import (
+    admin,
+    admin_events,
+    agui,
+    health,
+    openai_compat,
+    openapi,
+    rag,
+    threads,
 )
-from agent_server.auth.middleware import AuthMiddleware
+from agent_server.api.errors import HANDLERS
+from agent_server.api.guard import Gate, declared_policies
+from agent_server.api.middleware import MetricsMiddleware, RequestIdMiddleware
+from agent_server.api.openapi import DOCS_ASSETS, assets_directory
 from agent_server.config import ConfigError, Settings
-from agent_server.knowledge.errors import RetrievalUnavailable
-from agent_server.knowledge.library import RerankerMissing
 from agent_server.models import create_chat_model
 from agent_server.models.base import ChatModel
-from agent_server.observability.logs import REQUEST_ID_HEADER, RequestIdMiddleware
-from agent_server.observability.metrics import MetricsMiddleware
+from agent_server.observability.logs import REQUEST_ID_HEADER
 from agent_server.services import build_tools, start_services
-from agent_server.store.base import StorageUnavailable
-from protocol.input import InputError
 
 logger = logging.getLogger("citadel")
 
+# Every face: a router of its own, registered here once.
+ROUTERS = (
+    agui.router,
+    threads.router,
+    rag.router,
+    openai_compat.router,
+    admin.router,
+    admin_events.router,
+    health.router,
+    openapi.router,
+)
 
-def create_app(settings: Settings | None = None, *, model: ChatModel | None = None) -> Starlette:
+DESCRIPTION = """One conversational agent runtime behind AG-UI (HTTP+SSE and WebSocket), REST
+and OpenAI-compatible faces. Every error is `{"error": {"code", "message"}}` with a stable
+`code`; streams that fail after their first byte end with `RUN_ERROR` and a `code`."""
+
+
+def create_app(settings: Settings | None = None, *, model: ChatModel | None = None) -> FastAPI:
     """The ASGI app. ``model`` replaces the configured chat backend (benchmarks, embedding)."""
     settings = settings or Settings()
     problems = settings.problems()
@@ -43,7 +60,7 @@ def create_app(settings: Settings | None = None, *, model: ChatModel | None = No
     build_tools(settings)  # a configuration error stops us here, before the lifespan
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         chat_model = model or create_chat_model(settings)
         services = await start_services(settings, chat_model)
         app.state.services = services
@@ -54,6 +71,25 @@ def create_app(settings: Settings | None = None, *, model: ChatModel | None = No
         finally:
             await services.aclose()
 
+    policies = declared_policies(ROUTERS)
+    app = FastAPI(
+        title="Citadel",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        middleware=[*_middleware(settings), Middleware(Gate, policies=policies)],
+        exception_handlers=HANDLERS,  # type: ignore[arg-type]
+        openapi_url=None,  # served below, with the models read by hand
+        docs_url=None,  # served below, from an installed package: no CDN
+        redoc_url=None,
+    )
+    for router in ROUTERS:
+        app.include_router(router)
+    app.mount(DOCS_ASSETS, StaticFiles(directory=assets_directory()), name="docs-assets")
+    return app
+
+
+def _middleware(settings: Settings) -> list[Middleware]:
     middleware = []
     if settings.cors_origins:  # outermost: preflights and refusals get CORS headers too
         middleware.append(
@@ -67,28 +103,8 @@ def create_app(settings: Settings | None = None, *, model: ChatModel | None = No
                 expose_headers=["Retry-After", "WWW-Authenticate", "Location", REQUEST_ID_HEADER],
             )
         )
-    middleware += [
+    return [
+        *middleware,
         Middleware(RequestIdMiddleware),  # outside the rest: refusals carry the id too
         Middleware(MetricsMiddleware),
-        Middleware(AuthMiddleware),
     ]
-    return Starlette(
-        routes=[
-            *agui.routes,
-            *threads.routes,
-            *rag.routes,
-            *openai_compat.routes,
-            *admin.routes,
-            *admin_events.routes,
-            *health.routes,
-        ],
-        middleware=middleware,
-        exception_handlers={
-            InputError: input_error_handler,
-            StorageUnavailable: storage_error_handler,
-            RetrievalUnavailable: retrieval_error_handler,
-            RerankerMissing: reranker_missing_handler,
-            HTTPException: http_error_handler,
-        },
-        lifespan=lifespan,
-    )

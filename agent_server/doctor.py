@@ -12,8 +12,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from agent_server.backends.errors import BackendError
 from agent_server.config import ConfigError, Settings
-from agent_server.models.base import ModelError
 
 Check = Callable[[], Awaitable[str] | str]  # returns a detail line, raises DoctorProblem
 
@@ -108,12 +108,12 @@ async def _chat_model(settings: Settings) -> str:
     }
     try:
         model = create_chat_model(settings)
-    except (ImportError, ModelError) as error:
+    except (ImportError, BackendError) as error:
         raise DoctorProblem(f"backend not usable: {error}", fixes[settings.llm]) from None
     try:
         async with asyncio.timeout(60):
             await model.check()
-    except ModelError as error:
+    except BackendError as error:
         raise DoctorProblem(str(error), fixes[settings.llm]) from None
     except TimeoutError:
         raise DoctorProblem("no answer within 60 s", fixes[settings.llm]) from None

@@ -13,8 +13,8 @@ import argparse
 import sys
 from datetime import datetime
 
-from agent_server.auth.scopes import parse_scopes
 from agent_server.db_cli import one_connection
+from agent_server.scopes import parse_scopes
 from agent_server.store.api_keys import ApiKey, ApiKeyStore, check_name
 from agent_server.store.base import Actor, StorageUnavailable
 from agent_server.store.embedded import DatabaseSettings

@@ -12,6 +12,7 @@ import orjson
 
 from agent_server import __version__
 from agent_server.auth.access import Access, open_access
+from agent_server.backends.resilience import CircuitBreaker, CircuitState
 from agent_server.config import ConfigError, Settings
 from agent_server.knowledge.embedders import create_embedder, knowledge_client
 from agent_server.knowledge.embedders.base import Embedder
@@ -20,12 +21,12 @@ from agent_server.knowledge.ingest import IngestJobs, files_under, job_json
 from agent_server.knowledge.library import ChunkingSettings, KnowledgeBase
 from agent_server.knowledge.rerank import Reranker
 from agent_server.models.base import ChatModel
-from agent_server.models.resilience import CircuitBreaker, CircuitState
 from agent_server.observability.metrics import Metrics
 from agent_server.runs.bus import EventBus, LocalBus
 from agent_server.runs.claims import LocalClaims, RunClaims
 from agent_server.runs.manager import RunLimits, RunManager
 from agent_server.runs.pump import LogPump
+from agent_server.runs.service import Pacing, RunService
 from agent_server.runtime.builtin_tools import BUILTIN_TOOLS
 from agent_server.runtime.knowledge_tools import (
     CITATION_PROMPT,
@@ -60,7 +61,8 @@ class Services:
     reranker: Reranker | None  # None: no CITADEL_RERANK_URL
     ingest_jobs: IngestJobs | None
     agent: Agent
-    runs: RunManager
+    runs: RunService  # the run API every face uses
+    bus: EventBus
     tools: ToolRegistry
     input_limits: InputLimits
     access: Access
@@ -72,7 +74,7 @@ class Services:
 
     async def aclose(self) -> None:
         """Stop runs first (their ends are stored), then what they wrote through."""
-        await self.runs.shutdown()
+        await self.runs.manager.shutdown()
         await self._resources.aclose()
 
     def capabilities(self) -> dict[str, Any]:
@@ -198,6 +200,11 @@ async def start_services(settings: Settings, model: ChatModel) -> Services:
     await runs.open()
     limits = InputLimits(max_messages=settings.max_messages, max_tools=settings.max_tools)
     metrics = _metrics(runs, access, embedder, knowledge, model, store)
+    pacing = Pacing(
+        idle_timeout=settings.keepalive_interval,
+        min_interval=settings.stream_flush_interval,
+        poll=runs.limits.mirror_poll,
+    )
     return Services(
         settings,
         model,
@@ -207,7 +214,8 @@ async def start_services(settings: Settings, model: ChatModel) -> Services:
         reranker,
         jobs,
         agent,
-        runs,
+        RunService(runs, store, pacing),
+        bus,
         tools,
         limits,
         access,

@@ -1,7 +1,7 @@
 """Citadel's own cost per event, without HTTP: ``python -m bench.inprocess``.
 
-Runs the real run manager, runtime and event log with the scripted model in this process and
-follows each run as the SSE face does (frames joined per batch), so the figure is what every
+Runs the real run API, runtime and event log with the scripted model in this process and
+follows each run as the SSE face does (each batch framed), so the figure is what every
 connection pays before uvicorn. Not part of ``python -m bench``: a diagnostic for the layers.
 """
 
@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import time
 
+from agent_server.api.streams import sse_batch
 from agent_server.cli import tune_garbage_collector
 from agent_server.config import Settings
-from agent_server.runs.manager import following
 from agent_server.services import start_services
 from bench.client import new_loop
 from bench.scripted import ScriptedModel
 from protocol.input import parse_run_input
-from protocol.versions import WireVersion
 
 DELTAS = 20_000
 REPETITIONS = 5
@@ -35,12 +34,11 @@ async def cpu_per_event(script: str) -> float:
             "messages": [{"id": "u", "role": "user", "content": f"deltas={DELTAS} {script}"}],
         }
         started = time.process_time()
-        run = await services.runs.start(parse_run_input(body), "local")
+        stream = await services.runs.start("local", parse_run_input(body))
         count = 0
-        with following(services.runs, run):
-            async for batch in run.log.follow(run.start_seq, WireVersion.V1):
-                b"".join(batch)
-                count += len(batch)
+        async for batch in stream:
+            sse_batch(batch)
+            count += len(batch.events)
         best = min(best, (time.process_time() - started) / count * 1e6)
     await services.aclose()
     return best

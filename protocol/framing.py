@@ -38,10 +38,13 @@ def event_id(run_id: str, seq: int) -> str:
     return f"{run_id}:{seq}"
 
 
+MAX_SEQ = 2**31 - 1  # a run's events are numbered 1..MAX_SEQ
+
+
 def parse_event_id(value: str) -> tuple[str, int]:
     """Inverse of :func:`event_id`; run ids may themselves contain colons."""
     run_id, sep, seq = value.strip().rpartition(":")
-    if not sep or not run_id or not seq.isdigit():
+    if not sep or not run_id or not seq.isascii() or not seq.isdigit() or int(seq) > MAX_SEQ:
         raise ValueError(f"not an event id of the form <runId>:<seq>: {value!r}")
     return run_id, int(seq)
 

@@ -17,6 +17,8 @@ from jsonschema.validators import validator_for
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
+from protocol.errors import Refusal
+
 # Ids travel in SSE ``id:`` lines and log keys: printable ASCII without spaces.
 _ID_PATTERN = r"^[\x21-\x7e]{1,256}$"
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -218,14 +220,8 @@ class RunAgentInput(StrictModel):
 # Parsing -------------------------------------------------------------------------------------
 
 
-class InputError(ValueError):
-    """A request the server refuses before acting on it; maps to an HTTP 4xx."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+class InputError(Refusal):
+    """A RunAgentInput (or any JSON body) the server refuses before acting on it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,19 +235,19 @@ def parse_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as error:
-        raise InputError(400, "invalid_json", f"request body is not valid JSON: {error}") from None
+        raise InputError("invalid_json", f"request body is not valid JSON: {error}") from None
 
 
 def parse_run_input(body: bytes | Any, limits: InputLimits = InputLimits()) -> RunAgentInput:
     """Validate a RunAgentInput from raw bytes or already-decoded JSON."""
     data = parse_json(body) if isinstance(body, bytes | bytearray) else body
     if not isinstance(data, dict):
-        raise InputError(422, "invalid_input", "RunAgentInput must be a JSON object")
+        raise InputError("invalid_input", "RunAgentInput must be a JSON object")
     _check_counts(data, limits)
     try:
         return RunAgentInput.model_validate(data)
     except ValidationError as error:
-        raise InputError(422, "invalid_input", describe_validation_error(error, data)) from None
+        raise InputError("invalid_input", describe_validation_error(error, data)) from None
 
 
 def _check_counts(data: dict[str, Any], limits: InputLimits) -> None:
@@ -264,7 +260,7 @@ def _check_counts(data: dict[str, Any], limits: InputLimits) -> None:
         value = data.get(key)
         if isinstance(value, list) and len(value) > limit:
             raise InputError(
-                422, "too_many_" + key, f"{key} has {len(value)} items; the limit is {limit}"
+                "too_many_" + key, f"{key} has {len(value)} items; the limit is {limit}"
             )
 
 

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from agent_server.app import create_app
+from agent_server.backends.resilience import RetryPolicy, Timeouts
 from agent_server.config import Settings
 from agent_server.models.base import ChatModel
 from agent_server.models.ollama import OllamaChatModel
-from agent_server.models.resilience import RetryPolicy, Timeouts
 from tests.doubles.ollama import DEFAULT_MODEL, OllamaDouble
 from tests.support.database import isolated_database_url
 from tests.support.servers import serve

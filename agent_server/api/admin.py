@@ -1,59 +1,149 @@
-"""Routes for administrators (the access layer refuses everyone else with 403)."""
+"""Routes for administrators: the audit log and every user's runs."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from starlette.datastructures import QueryParams
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from fastapi import APIRouter, Depends, Path, Query
+from pydantic import Field
+from starlette.responses import Response
 
-from agent_server.api.http import decode_dated_cursor, encode_cursor, parse_time, services_of
+from agent_server.api.cursors import decode_dated_cursor, encode_cursor, parse_time
+from agent_server.api.deps import ServicesDep
+from agent_server.api.errors import refusals
+from agent_server.api.guard import ADMIN
+from agent_server.api.models import RestModel
+from agent_server.auth.principals import Principal
 from agent_server.store.base import RunCursor, RunQuery, RunRecord, RunStatus, ThreadStore, run_key
-from protocol.input import InputError
+from protocol.errors import Refusal
+from protocol.framing import MAX_SEQ
+
+router = APIRouter(tags=["Administration"])
+Admin = Annotated[Principal, Depends(ADMIN)]
+Name = Annotated[str | None, Query(max_length=256)]
 
 MAX_PAGE = 200
 MAX_EVENTS = 10_000  # events in one answer of GET /admin/runs/{run_id}
 MAX_THREADS_LISTED = 50  # threads named when a run id is ambiguous
+MAX_AUDIT_ID = 2**63 - 1  # audit_log.id is a bigint
 
 
-async def audit_log(request: Request) -> Response:
-    """The audit log, newest first; ``before`` (an entry id) pages back, ``actor`` filters."""
-    params = request.query_params
-    limit = _integer(params, "limit", 50, 1, MAX_PAGE)
-    before = _optional_integer(params, "before")
-    entries = await services_of(request).store.list_audit(limit, before, params.get("actor"))
-    body: dict[str, object] = {
-        "entries": [
-            {
-                "id": entry.id,
-                "at": entry.at.isoformat(),
-                "actor": entry.actor,
-                "action": entry.action,
-                "threadId": entry.thread_id,
-                "details": entry.details,
-                "remoteAddr": entry.remote_addr,
-            }
+class AuditEntry(RestModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    thread_id: str | None
+    details: Any
+    remote_addr: str | None
+
+
+class AuditPage(RestModel):
+    entries: list[AuditEntry]
+    next_before: int | None = Field(None, description="Absent on the last page")
+
+
+class Run(RestModel):
+    thread_id: str
+    run_id: str
+    user_id: str
+    status: str
+    outcome: str | None
+    error_code: str | None
+    error_message: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    usage: list[dict[str, Any]] | None
+    protocol_version: str | None
+    worker_id: str | None
+    started_at: datetime
+    first_event_at: datetime | None
+    finished_at: datetime | None
+    duration_ms: int | None
+    last_seq: int
+
+
+class RunPage(RestModel):
+    runs: list[Run]
+    next_before: str | None = Field(None, description="Absent on the last page")
+
+
+class StoredEvent(RestModel):
+    seq: int
+    event: dict[str, Any]
+
+
+class RunWithEvents(Run):
+    events: list[StoredEvent]
+    next_after_seq: int | None = Field(None, description="Absent when no more events")
+
+
+@router.get(
+    "/admin/audit",
+    response_model_exclude_none=True,
+    responses=refusals("invalid_input", "storage_unavailable"),
+)
+async def audit_log(
+    services: ServicesDep,
+    principal: Admin,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    before: Annotated[int | None, Query(ge=1, le=MAX_AUDIT_ID)] = None,
+    actor: Name = None,
+) -> AuditPage:
+    """The audit log, newest first; `before` (an entry id) pages back, `actor` filters."""
+    entries = await services.store.list_audit(limit, before, actor)
+    page = AuditPage(
+        entries=[
+            AuditEntry(
+                id=entry.id,
+                at=entry.at,
+                actor=entry.actor,
+                action=entry.action,
+                thread_id=entry.thread_id,
+                details=entry.details,
+                remote_addr=entry.remote_addr,
+            )
             for entry in entries
         ]
-    }
+    )
     if len(entries) == limit:
-        body["nextBefore"] = entries[-1].id
-    return JSONResponse(body)
+        return page.model_copy(update={"next_before": entries[-1].id})
+    return page
 
 
-async def list_runs(request: Request) -> Response:
-    """Every user's runs, newest first; ``before`` (a cursor) pages back, the filters narrow:
-    ``status`` (repeated or comma-separated), ``user``, ``thread``, ``errorCode``, and
-    ``since`` (inclusive) and ``until`` (exclusive) on the start time."""
-    params = request.query_params
-    limit = _integer(params, "limit", 50, 1, MAX_PAGE)
-    query = _run_query(params)
-    before = _run_cursor(params.get("before"))
-    page = await services_of(request).store.list_runs(query, limit + 1, before)
+@router.get(
+    "/admin/runs",
+    response_model=RunPage,
+    responses=refusals("invalid_input", "storage_unavailable"),
+)
+async def list_runs(
+    services: ServicesDep,
+    principal: Admin,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    before: Annotated[str | None, Query(max_length=2000)] = None,
+    status: Annotated[list[str] | None, Query()] = None,
+    user: Name = None,
+    thread: Name = None,
+    error_code: Annotated[str | None, Query(alias="errorCode", max_length=100)] = None,
+    since: Annotated[str | None, Query(description="ISO-8601 start time, inclusive")] = None,
+    until: Annotated[str | None, Query(description="ISO-8601 start time, exclusive")] = None,
+) -> Response:
+    """Every user's runs, newest first; `before` (a cursor) pages back, the filters narrow:
+    `status` (repeated or comma-separated), `user`, `thread`, `errorCode`, and `since`
+    (inclusive) and `until` (exclusive) on the start time."""
+    query = RunQuery(
+        statuses=_statuses(status or []),
+        owner=user,
+        thread_id=thread,
+        error_code=error_code,
+        since=_time("since", since),
+        until=_time("until", until),
+    )
+    if query.since is not None and query.until is not None and query.since >= query.until:
+        raise Refusal("invalid_input", "since must be before until")
+    page = await services.store.list_runs(query, limit + 1, _run_cursor(before))
     body: dict[str, Any] = {"runs": [_run_json(run) for run in page[:limit]]}
     if len(page) > limit:
         started_at, thread_id, run_id = run_key(page[limit - 1])
@@ -61,19 +151,30 @@ async def list_runs(request: Request) -> Response:
     return _json(body)
 
 
-async def get_run(request: Request) -> Response:
-    """One run and its stored events in order, those after ``afterSeq``, ``limit`` at most.
-    Run ids are unique per thread only: ``thread`` says which when several threads have it."""
-    params = request.query_params
-    after_seq = _integer(params, "afterSeq", 0, 0)
-    limit = _integer(params, "limit", 1000, 1, MAX_EVENTS)
-    run_id = request.path_params["run_id"]
-    store = services_of(request).store
-    runs = await _runs_named(store, run_id, params.get("thread"))
+@router.get(
+    "/admin/runs/{run_id}",
+    response_model=RunWithEvents,
+    responses=refusals("invalid_input", "run_not_found", "ambiguous_run", "storage_unavailable"),
+)
+async def get_run(
+    run_id: Annotated[str, Path(max_length=256)],
+    services: ServicesDep,
+    principal: Admin,
+    thread: Name = None,
+    after_seq: Annotated[int, Query(alias="afterSeq", ge=0, le=MAX_SEQ)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_EVENTS)] = 1000,
+) -> Response:
+    """One run and its stored events in order, those after `afterSeq`, `limit` at most.
+    Run ids are unique per thread only: `thread` says which when several threads have it
+    (409 `ambiguous_run` names them)."""
+    store = services.store
+    runs = await _runs_named(store, run_id, thread)
     if not runs:
-        raise InputError(404, "run_not_found", f"no run {run_id!r}")
+        raise Refusal("run_not_found", f"no run {run_id!r}")
     if len(runs) > 1:
-        return _ambiguous(run_id, runs)
+        threads = [run.thread_id for run in runs]
+        message = f"run {run_id!r} is on several threads ({', '.join(threads)}): add ?thread="
+        raise Refusal("ambiguous_run", message, threadIds=threads)
     [run] = runs
     page = await store.event_page(run.thread_id, run.run_id, after_seq, limit + 1)
     # Stored events are JSON already: embedded as they are, not decoded and encoded again.
@@ -91,78 +192,21 @@ async def _runs_named(store: ThreadStore, run_id: str, thread_id: str | None) ->
     return [run] if run is not None else []
 
 
-def _ambiguous(run_id: str, runs: list[RunRecord]) -> Response:
-    """409 naming the threads, so the caller can pick one with ``thread``."""
-    threads = [run.thread_id for run in runs]
-    message = f"run {run_id!r} is on several threads ({', '.join(threads)}): add ?thread="
-    error = {"code": "ambiguous_run", "message": message, "threadIds": threads}
-    return _json({"error": error}, 409)
-
-
-# Query parameters --------------------------------------------------------------------------
-
-
-def _optional_integer(
-    params: QueryParams, name: str, low: int | None = None, high: int | None = None
-) -> int | None:
-    """The integer ``name``, None if absent; 422 unless it is an integer within low..high."""
-    text = params.get(name)
-    if text is None:
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise _not_an_integer(name, low, high) from None
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise _not_an_integer(name, low, high)
-    return value
-
-
-def _integer(
-    params: QueryParams, name: str, default: int, low: int | None = None, high: int | None = None
-) -> int:
-    value = _optional_integer(params, name, low, high)
-    return default if value is None else value
-
-
-def _not_an_integer(name: str, low: int | None, high: int | None) -> InputError:
-    bounds = f" from {low}" if low is not None else ""
-    if high is not None:
-        bounds += f" to {high}"
-    return InputError(422, "invalid_input", f"{name} must be an integer{bounds}")
-
-
-def _run_query(params: QueryParams) -> RunQuery:
-    since, until = _time(params, "since"), _time(params, "until")
-    if since is not None and until is not None and since >= until:
-        raise InputError(422, "invalid_input", "since must be before until")
-    return RunQuery(
-        statuses=_statuses(params.getlist("status")),
-        owner=params.get("user"),
-        thread_id=params.get("thread"),
-        error_code=params.get("errorCode"),
-        since=since,
-        until=until,
-    )
-
-
 def _statuses(values: list[str]) -> frozenset[RunStatus]:
     names = [name.strip() for value in values for name in value.split(",")]
     try:
         return frozenset(RunStatus(name) for name in names)
     except ValueError:
         allowed = ", ".join(RunStatus)
-        raise InputError(422, "invalid_input", f"status must be among {allowed}") from None
+        raise Refusal("invalid_input", f"status must be among {allowed}") from None
 
 
-def _time(params: QueryParams, name: str) -> datetime | None:
-    text = params.get(name)
+def _time(name: str, text: str | None) -> datetime | None:
     if text is None:
         return None
     value = parse_time(text)
     if value is None:
-        raise InputError(
-            422,
+        raise Refusal(
             "invalid_input",
             f"{name} must be an ISO-8601 time such as 2026-01-31T12:00:00Z (in a URL, + is %2B)",
         )
@@ -174,12 +218,9 @@ def _run_cursor(text: str | None) -> RunCursor | None:
         return None
     found = decode_dated_cursor(text, 3)
     if found is None:
-        raise InputError(422, "invalid_input", "before is not a cursor this server issued")
+        raise Refusal("invalid_input", "before is not a cursor this server issued")
     started_at, (thread_id, run_id) = found
     return started_at, thread_id, run_id
-
-
-# Answers -----------------------------------------------------------------------------------
 
 
 def _run_json(run: RunRecord) -> dict[str, Any]:
@@ -208,12 +249,5 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _json(body: dict[str, Any], status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status, media_type="application/json")
-
-
-routes = [
-    Route("/admin/audit", audit_log, methods=["GET"]),
-    Route("/admin/runs", list_runs, methods=["GET"]),
-    Route("/admin/runs/{run_id}", get_run, methods=["GET"]),
-]
+def _json(body: dict[str, Any]) -> Response:
+    return Response(orjson.dumps(body), media_type="application/json")

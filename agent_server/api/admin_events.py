@@ -21,14 +21,18 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Annotated, Any
 
 import orjson
-from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route, WebSocketRoute
+from fastapi import APIRouter, Depends, Header, Query
+from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from agent_server.api.http import STREAM_TIME_LIMIT_CLOSE, services_of
+from agent_server.api.deps import ServicesDep
+from agent_server.api.errors import refusals
+from agent_server.api.guard import ADMIN
+from agent_server.api.streams import STREAM_TIME_LIMIT_CLOSE, EventStreamResponse
+from agent_server.auth.principals import Principal
 from agent_server.runs.bus import (
     FEED_RUN,
     BusUnavailable,
@@ -39,8 +43,10 @@ from agent_server.runs.bus import (
 )
 from agent_server.services import Services
 from agent_server.store.base import EventBatch
-from protocol.framing import SSE_HEADERS, SSE_KEEPALIVE, SSE_MEDIA_TYPE, sse_frame
-from protocol.input import InputError
+from protocol.errors import Refusal
+from protocol.framing import SSE_KEEPALIVE, sse_frame
+
+router = APIRouter(tags=["Administration"])
 
 PAGE = 500  # entries per read
 Item = tuple[str, bytes]  # (id, JSON)
@@ -75,43 +81,51 @@ class FeedQuery:
         )
 
 
-def parse_query(params: dict[str, str], last_event_id: str | None) -> FeedQuery:
-    """The query string's filters and starting point; 422 on anything malformed."""
-    cursor = last_event_id or params.get("after")
-    since = params.get("since")
-    fields: dict[str, object] = {
-        name: params[name] for name in ("thread", "run", "user") if params.get(name)
+def feed_query(
+    thread: Annotated[str | None, Query(max_length=256)] = None,
+    run: Annotated[str | None, Query(max_length=256)] = None,
+    user: Annotated[str | None, Query(max_length=256)] = None,
+    types: Annotated[str | None, Query(max_length=2000, description="Comma-separated")] = None,
+    kinds: Annotated[str | None, Query(max_length=200, description="Comma-separated")] = None,
+    since: Annotated[str | None, Query(description="ISO-8601 time or epoch ms")] = None,
+    after: Annotated[str | None, Query(max_length=100, description="An item id")] = None,
+    last_event_id: Annotated[str | None, Header(max_length=100)] = None,
+) -> FeedQuery:
+    """The filters and the starting point; 422 on anything malformed."""
+    cursor = last_event_id or after
+    fields: dict[str, Any] = {
+        name: value for name, value in (("thread", thread), ("run", run), ("user", user)) if value
     }
-    for name in ("types", "kinds"):
-        if params.get(name):
-            fields[name] = frozenset(filter(None, params[name].split(",")))
+    for name, value in (("types", types), ("kinds", kinds)):
+        if value:
+            fields[name] = frozenset(filter(None, value.split(",")))
     try:
         if cursor:
             entry, _, index = cursor.partition(".")
             parse_feed_id(entry)
             seen = (entry, int(index)) if index else None
             after = feed_id_before(entry) if seen else entry
-            return FeedQuery(**fields, after=after, seen=seen, replay=True, resumed=True)  # type: ignore[arg-type]
+            return FeedQuery(**fields, after=after, seen=seen, replay=True, resumed=True)
         if since:
             start = f"{_epoch_ms(since)}-0"
-            return FeedQuery(**fields, after=feed_id_before(start), replay=True)  # type: ignore[arg-type]
+            return FeedQuery(**fields, after=feed_id_before(start), replay=True)
     except ValueError as error:
-        raise InputError(422, "invalid_input", f"after/since: {error}") from None
-    return FeedQuery(**fields)  # type: ignore[arg-type]
+        raise Refusal("invalid_input", f"after/since: {error}") from None
+    return FeedQuery(**fields)
 
 
 def _epoch_ms(value: str) -> int:
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return int(value)
     moment = datetime.fromisoformat(value)
     if moment.tzinfo is None:
         raise ValueError("a time needs its UTC offset")
-    return int(moment.timestamp() * 1000)
+    return max(0, int(moment.timestamp() * 1000))
 
 
 async def feed_items(services: Services, query: FeedQuery) -> AsyncIterator[list[Item]]:
     """Batches of items; an empty batch says the keep-alive interval passed quietly."""
-    bus: EventBus = services.runs.bus
+    bus: EventBus = services.bus
     block = services.settings.keepalive_interval
     max_lag_ms = services.settings.admin_feed_max_lag * 1000
     after, live = query.after, not query.replay
@@ -199,11 +213,25 @@ def _resync(reason: str, skipped_after: str, resume_after: str) -> Item:
 
 # Faces --------------------------------------------------------------------------------------
 
+Admin = Annotated[Principal, Depends(ADMIN)]
+Query_ = Annotated[FeedQuery, Depends(feed_query)]
 
-async def events_sse(request: Request) -> Response:
-    services = services_of(request)
-    query = parse_query(dict(request.query_params), request.headers.get("last-event-id"))
-    return StreamingResponse(_sse(services, query), media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
+
+@router.get(
+    "/admin/events",
+    response_class=EventStreamResponse,
+    responses={
+        200: {
+            "description": "A `connected` item, then one item per run event or note",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **refusals("invalid_input"),
+    },
+)
+async def events_sse(services: ServicesDep, principal: Admin, query: Query_) -> Response:
+    """Every run's events from every worker, live (see the module's docstring); also a
+    WebSocket at the same path, one item per text frame."""
+    return EventStreamResponse(_sse(services, query))
 
 
 async def _sse(services: Services, query: FeedQuery) -> AsyncIterator[bytes]:
@@ -214,14 +242,11 @@ async def _sse(services: Services, query: FeedQuery) -> AsyncIterator[bytes]:
             return  # the client reconnects after the last id, with a fresh credential
 
 
-async def events_ws(websocket: WebSocket) -> None:
+@router.websocket("/admin/events")
+async def events_ws(
+    websocket: WebSocket, services: ServicesDep, principal: Admin, query: Query_
+) -> None:
     """One item per text frame; the client sends nothing (what it sends is ignored)."""
-    services = services_of(websocket)
-    try:
-        query = parse_query(dict(websocket.query_params), None)
-    except InputError as error:
-        await websocket.close(code=4000 + error.status, reason=error.code)
-        return
     await websocket.accept()
 
     async def send_items() -> None:
@@ -248,9 +273,3 @@ async def events_ws(websocket: WebSocket) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
                 await task
-
-
-routes = [
-    Route("/admin/events", events_sse, methods=["GET"]),
-    WebSocketRoute("/admin/events", events_ws),
-]

@@ -6,34 +6,40 @@ import asyncio
 import time
 from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import APIRouter, Depends
 from redis.exceptions import RedisError
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from agent_server.api.http import services_of
-from agent_server.auth.principals import principal_of
+from agent_server.api.deps import ServicesDep
+from agent_server.api.errors import refusals
+from agent_server.api.guard import ADMIN, PUBLIC
+from agent_server.auth.principals import Principal
+from agent_server.backends.errors import BackendError
 from agent_server.knowledge.errors import RetrievalUnavailable
-from agent_server.models.base import ModelError
 from agent_server.observability.metrics import CONTENT_TYPE
 from agent_server.store.base import StorageUnavailable
-from protocol.input import InputError
 
+router = APIRouter(tags=["Operations"])
 READY_CHECK_TIMEOUT = 5.0
 
 
-async def health(request: Request) -> Response:
+@router.get("/health", dependencies=[Depends(PUBLIC)])
+async def health() -> dict[str, str]:
     """The process is alive and serving HTTP; says nothing about dependencies."""
-    return JSONResponse({"status": "ok"})
+    return {"status": "ok"}
 
 
-async def ready(request: Request) -> Response:
+@router.get(
+    "/ready",
+    dependencies=[Depends(PUBLIC)],
+    responses={503: {"description": "Not ready: the checks say why"}},
+)
+async def ready(services: ServicesDep) -> Response:
     """Can this worker serve a run right now (the model, the database, and the vector store
     when retrieval is on)? 503 with the reasons when not. The embedder and Redis are not
     required: without them retrieval fails its tool calls and caches degrade, runs go on."""
-    services = services_of(request)
     required: dict[str, Awaitable[Any]] = {
         "model": services.model.check(),
         "store": services.store.check(),
@@ -49,12 +55,12 @@ async def ready(request: Request) -> Response:
     )
 
 
-async def detailed(request: Request) -> Response:
+@router.get("/health/detailed", responses=refusals("forbidden"))
+async def detailed(
+    services: ServicesDep, principal: Annotated[Principal, Depends(ADMIN)]
+) -> Response:
     """Every configured dependency with its latency, and the last error each one gave
     (administrators only: error messages name hosts)."""
-    if not principal_of(request).admin:
-        raise InputError(403, "forbidden", "the detailed health is for administrators")
-    services = services_of(request)
     checks: dict[str, Awaitable[Any]] = {
         "model": services.model.check(),
         "store": services.store.check(),
@@ -85,7 +91,7 @@ async def _timed(check: Awaitable[Any]) -> dict[str, Any]:
         async with asyncio.timeout(READY_CHECK_TIMEOUT):
             await check
         result: dict[str, Any] = {"status": "ok"}
-    except (ModelError, StorageUnavailable, RetrievalUnavailable, RedisError) as error:
+    except (BackendError, StorageUnavailable, RetrievalUnavailable, RedisError) as error:
         result = {"status": "error", "code": _code(error), "error": str(error)}
     except TimeoutError:
         result = {"status": "error", "code": "timeout", "error": "no answer within 5 s"}
@@ -94,20 +100,17 @@ async def _timed(check: Awaitable[Any]) -> dict[str, Any]:
 
 
 def _code(error: Exception) -> str:
-    if isinstance(error, ModelError | RetrievalUnavailable):
+    if isinstance(error, BackendError | RetrievalUnavailable):
         return error.code
     return "storage_unavailable" if isinstance(error, StorageUnavailable) else "redis_unavailable"
 
 
-async def metrics(request: Request) -> Response:
+@router.get(
+    "/metrics",
+    dependencies=[Depends(PUBLIC)],
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}},
+)
+async def metrics(services: ServicesDep) -> Response:
     """Prometheus text format (see :mod:`agent_server.observability.metrics`)."""
-    services = services_of(request)
     return Response(services.metrics.exposition(), media_type=CONTENT_TYPE)
-
-
-routes = [
-    Route("/health", health, methods=["GET"]),
-    Route("/ready", ready, methods=["GET"]),
-    Route("/health/detailed", detailed, methods=["GET"]),
-    Route("/metrics", metrics, methods=["GET"]),
-]

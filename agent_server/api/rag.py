@@ -4,43 +4,54 @@ documents, search (optionally answered by the model with citations)."""
 from __future__ import annotations
 
 import re
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
-from pydantic import Field
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import Field, ValidationError
 from starlette.datastructures import UploadFile
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from agent_server.api.http import actor_of, parse_body, read_json, services_of
-from agent_server.auth.principals import principal_of
-from agent_server.auth.scopes import allows
+from agent_server.api.deps import ServicesDep, actor, read_json
+from agent_server.api.errors import refusals
+from agent_server.api.guard import INGEST, KNOWLEDGE
+from agent_server.api.models import RestBody, RestModel
+from agent_server.api.openapi import json_body
+from agent_server.auth.principals import Principal
 from agent_server.knowledge.answer import answer_with_citations
 from agent_server.knowledge.ingest import SourceFile, job_json
 from agent_server.knowledge.library import KnowledgeBase
 from agent_server.knowledge.vectors.base import Hit, SearchFilter
 from agent_server.runtime.knowledge_tools import hit_json
+from agent_server.scopes import allows
 from agent_server.services import Services
-from protocol.input import InputError, StrictModel
+from protocol.errors import Refusal
 
-KNOWLEDGE_BASE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+router = APIRouter(tags=["Knowledge base"])
+Reader = Annotated[Principal, Depends(KNOWLEDGE)]
+
+BASE_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+_BASE_NAME = re.compile(BASE_NAME)
+BaseName = Annotated[str | None, Query(alias="knowledgeBase", pattern=BASE_NAME)]
 MAX_FILES = 1000
 MAX_BATCH_QUERIES = 32
+Text = Annotated[str, Field(max_length=1000)]
 
 
-class Filters(StrictModel):
-    sources: list[str] = Field(default_factory=list, max_length=100)
-    tags: list[str] = Field(default_factory=list, max_length=100)
-    document_ids: list[str] = Field(default_factory=list, max_length=100)
+class Filters(RestBody):
+    sources: list[Text] = Field(default_factory=list, max_length=100)
+    tags: list[Text] = Field(default_factory=list, max_length=100)
+    document_ids: list[Text] = Field(default_factory=list, max_length=100)
 
     def search_filter(self) -> SearchFilter:
         return SearchFilter(tuple(self.sources), tuple(self.document_ids), tuple(self.tags))
 
 
-class QueryOptions(StrictModel):
-    knowledge_base: str | None = None
+class QueryOptions(RestBody):
+    knowledge_base: str | None = Field(None, pattern=BASE_NAME)
     top_k: int = Field(5, ge=1, le=50)
-    hybrid: bool | None = None  # default: CITADEL_HYBRID_SEARCH
+    hybrid: bool | None = Field(None, description="Default: CITADEL_HYBRID_SEARCH")
     rerank: bool = False
     score_threshold: float | None = Field(None, ge=-1, le=1)
     filters: Filters = Field(default_factory=Filters)
@@ -52,94 +63,154 @@ class QueryRequest(QueryOptions):
 
 
 class BatchQueryRequest(QueryOptions):
-    queries: list[str] = Field(min_length=1, max_length=MAX_BATCH_QUERIES)
+    queries: list[Annotated[str, Field(min_length=1, max_length=4000)]] = Field(
+        min_length=1, max_length=MAX_BATCH_QUERIES
+    )
 
 
-class TextDocument(StrictModel):
+class TextDocument(RestBody):
     name: str = Field(min_length=1, max_length=500)
     text: str = Field(min_length=1)
-    content_type: str | None = None
+    content_type: str | None = Field(None, max_length=200)
 
 
-class IngestRequest(StrictModel):
-    knowledge_base: str | None = None
+class IngestRequest(RestBody):
+    knowledge_base: str | None = Field(None, pattern=BASE_NAME)
     documents: list[TextDocument] = Field(min_length=1, max_length=MAX_FILES)
-    tags: list[str] = Field(default_factory=list, max_length=20)
+    tags: list[Annotated[str, Field(max_length=100)]] = Field(default_factory=list, max_length=20)
+
+
+class Answered(RestModel):
+    query: str
+    hits: list[dict[str, Any]]
+    answer: str | None = None
+    citations: list[dict[str, Any]] | None = None
+
+
+class QueryResult(RestModel):
+    query: str
+    hits: list[dict[str, Any]]
+
+
+class BatchAnswer(RestModel):
+    results: list[QueryResult]
+
+
+class Document(RestModel):
+    id: str
+    source: str
+    title: str
+    chunks: int
+    tags: list[str]
+    size_bytes: int | None
+    updated_at: datetime | None
+
+
+class Documents(RestModel):
+    documents: list[Document]
+
+
+class JobAnswer(RestModel):
+    job: dict[str, Any]
 
 
 def _knowledge(services: Services) -> KnowledgeBase:
     if services.knowledge is None:
-        raise InputError(404, "knowledge_base_off", "the knowledge base is off (CITADEL_RETRIEVAL)")
+        raise Refusal("knowledge_base_off", "the knowledge base is off (CITADEL_RETRIEVAL)")
     return services.knowledge
 
 
-def _base_name(request: Request, name: str | None, *, write: bool = False) -> str:
+def _base_name(
+    services: Services, principal: Principal, name: str | None, *, write: bool = False
+) -> str:
     """The knowledge base a request names (or the default), if the caller may use it so.
 
     People may search every base and, as administrators, change them; a machine credential
     only what its scopes name (``kb:<name>`` to search, ``kb:<name>:write`` to change)."""
-    name = name or services_of(request).settings.knowledge_base
-    if not KNOWLEDGE_BASE_NAME.match(name):
-        raise InputError(422, "invalid_input", "knowledgeBase: letters, digits, - and _ only")
-    principal = principal_of(request)
+    name = name or services.settings.knowledge_base
     need = f"kb:{name}:write" if write else f"kb:{name}"
     if principal.scopes is not None and not allows(principal.scopes, need):
-        raise InputError(403, "forbidden", f"this credential lacks the {need} scope")
+        raise Refusal("forbidden", f"this credential lacks the {need} scope")
     if principal.scopes is None and write and not principal.admin:
-        raise InputError(403, "forbidden", "changing a knowledge base is for administrators")
+        raise Refusal("forbidden", "changing a knowledge base is for administrators")
     return name
 
 
-def _may_write_some_base(request: Request) -> None:
+def _may_write_some_base(principal: Principal) -> None:
     """Refuse a write before reading its upload when no base could be written."""
-    principal = principal_of(request)
     if principal.scopes is None:
         if not principal.admin:
-            raise InputError(403, "forbidden", "changing a knowledge base is for administrators")
+            raise Refusal("forbidden", "changing a knowledge base is for administrators")
     elif not any(scope.endswith(":write") for scope in principal.scopes):
-        raise InputError(403, "forbidden", "this credential may not change a knowledge base")
+        raise Refusal("forbidden", "this credential may not change a knowledge base")
 
 
 # Ingestion -----------------------------------------------------------------------------------
 
+_UPLOAD_SCHEMA = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
+        "knowledge_base": {"type": "string", "pattern": BASE_NAME},
+        "tags": {"type": "string", "description": "Comma-separated"},
+    },
+}
+_INGEST_BODY = json_body(IngestRequest)
+_INGEST_BODY["requestBody"]["content"]["multipart/form-data"] = {"schema": _UPLOAD_SCHEMA}
 
-async def ingest(request: Request) -> Response:
-    """Queue files (multipart ``file`` fields) or texts (JSON) for ingestion; 202 with the
-    job to follow at ``GET /rag/jobs/{id}``."""
-    services = services_of(request)
+
+@router.post(
+    "/rag/ingest",
+    status_code=202,
+    responses=refusals(
+        "invalid_json",
+        "invalid_input",
+        "unsupported_media_type",
+        "knowledge_base_off",
+        "storage_unavailable",
+    ),
+    openapi_extra=_INGEST_BODY,
+)
+async def ingest(
+    request: Request, services: ServicesDep, principal: Annotated[Principal, Depends(INGEST)]
+) -> JSONResponse:
+    """Queue files (multipart `file` fields) or texts (JSON) for ingestion; 202 with the
+    job to follow at `GET /rag/jobs/{id}`."""
     _knowledge(services)
-    _may_write_some_base(request)
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
-        name, files, tags = await _uploaded(request, services)
+    _may_write_some_base(principal)
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        name, files, tags = await _uploaded(request)
     else:
-        body: IngestRequest = parse_body(
-            IngestRequest, await read_json(request, services.settings.max_upload_bytes)
-        )
+        body = _validated(IngestRequest, await read_json(request))
         name, tags = body.knowledge_base, body.tags
         files = [
             SourceFile.from_bytes(item.name, item.text.encode(), item.content_type)
             for item in body.documents
         ]
-    base = _base_name(request, name, write=True)
+    base = _base_name(services, principal, name, write=True)
     assert services.ingest_jobs is not None
-    job = await services.ingest_jobs.submit(base, files, actor_of(request), tags)
+    job = await services.ingest_jobs.submit(base, files, actor(request, principal), tags)
     return JSONResponse({"job": job_json(job)}, 202, headers={"Location": f"/rag/jobs/{job.id}"})
 
 
-async def _uploaded(
-    request: Request, services: Services
-) -> tuple[str | None, list[SourceFile], list[str]]:
-    declared = request.headers.get("content-length")
-    limit = services.settings.max_upload_bytes
-    if declared is None or not declared.isdigit():
-        raise InputError(411, "length_required", "send uploads with a Content-Length")
-    if int(declared) > limit:
-        raise InputError(413, "payload_too_large", f"the upload exceeds {limit} bytes")
+def _validated(model: type[RestBody], data: Any) -> Any:
+    """``data`` as ``model``, refused as FastAPI refuses the bodies it reads itself."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        problems = [
+            {**problem, "loc": ("body", *problem["loc"])}
+            for problem in error.errors(include_url=False)
+        ]
+        raise RequestValidationError(problems) from None
+
+
+async def _uploaded(request: Request) -> tuple[str | None, list[SourceFile], list[str]]:
     async with request.form(max_files=MAX_FILES, max_fields=20) as form:
         uploads = [item for item in form.getlist("file") if isinstance(item, UploadFile)]
         if not uploads:
-            raise InputError(422, "invalid_input", "file: attach at least one file")
+            raise Refusal("invalid_input", "file: attach at least one file")
         files = [
             SourceFile.from_bytes(
                 upload.filename or "upload", await upload.read(), upload.content_type
@@ -148,6 +219,8 @@ async def _uploaded(
         ]
         name = form.get("knowledge_base")
         tags = form.get("tags")
+    if isinstance(name, str) and _BASE_NAME.fullmatch(name) is None:
+        raise Refusal("invalid_input", "knowledge_base: letters, digits, - and _ only")
     return (
         name if isinstance(name, str) else None,
         files,
@@ -155,108 +228,114 @@ async def _uploaded(
     )
 
 
-async def get_job(request: Request) -> Response:
-    services = services_of(request)
-    job = (
-        await services.ingest_jobs.get(request.path_params["job_id"])
-        if services.ingest_jobs
-        else None
-    )
-    if job is None or job.owner != principal_of(request).user_id:
-        raise InputError(
-            404, "job_not_found", f"no ingestion job {request.path_params['job_id']!r}"
-        )
-    return JSONResponse({"job": job_json(job)})
+@router.get("/rag/jobs/{job_id}", responses=refusals("job_not_found"))
+async def get_job(
+    job_id: Annotated[str, Path(max_length=200)], services: ServicesDep, principal: Reader
+) -> JobAnswer:
+    """An ingestion job's progress and its per-file errors."""
+    job = await services.ingest_jobs.get(job_id) if services.ingest_jobs else None
+    if job is None or job.owner != principal.user_id:
+        raise Refusal("job_not_found", f"no ingestion job {job_id!r}")
+    return JobAnswer(job=job_json(job))
 
 
 # Documents -----------------------------------------------------------------------------------
 
 
-async def list_documents(request: Request) -> Response:
-    services = services_of(request)
+@router.get(
+    "/rag/documents", responses=refusals("knowledge_base_off", "forbidden", "invalid_input")
+)
+async def list_documents(
+    services: ServicesDep, principal: Reader, knowledge_base: BaseName = None
+) -> Documents:
+    """The knowledge base's documents (default: `CITADEL_KNOWLEDGE_BASE`)."""
     knowledge = _knowledge(services)
-    base = _base_name(request, request.query_params.get("knowledgeBase"))
+    base = _base_name(services, principal, knowledge_base)
     records = await knowledge.documents.list_documents(knowledge.collection(base))
-    return JSONResponse(
-        {
-            "documents": [
-                {
-                    "id": record.document_id,
-                    "source": record.source,
-                    "title": record.title,
-                    "chunks": len(record.chunk_ids),
-                    "tags": list(record.tags),
-                    "sizeBytes": record.size_bytes,
-                    "updatedAt": record.updated_at.isoformat() if record.updated_at else None,
-                }
-                for record in records
-            ]
-        }
+    return Documents(
+        documents=[
+            Document(
+                id=record.document_id,
+                source=record.source,
+                title=record.title,
+                chunks=len(record.chunk_ids),
+                tags=list(record.tags),
+                size_bytes=record.size_bytes,
+                updated_at=record.updated_at,
+            )
+            for record in records
+        ]
     )
 
 
-async def delete_document(request: Request) -> Response:
-    services = services_of(request)
+@router.delete(
+    "/rag/documents/{document_id}",
+    status_code=204,
+    response_class=Response,
+    responses=refusals("knowledge_base_off", "forbidden", "document_not_found", "invalid_input"),
+)
+async def delete_document(
+    document_id: Annotated[str, Path(max_length=500)],
+    request: Request,
+    services: ServicesDep,
+    principal: Reader,
+    knowledge_base: BaseName = None,
+) -> Response:
+    """Delete a document with its chunks (administrators, or `kb:<name>:write`)."""
     knowledge = _knowledge(services)
-    base = _base_name(request, request.query_params.get("knowledgeBase"), write=True)
-    document_id = request.path_params["document_id"]
-    if not await knowledge.delete(base, document_id, actor_of(request)):
-        raise InputError(404, "document_not_found", f"no document {document_id!r} in {base!r}")
+    base = _base_name(services, principal, knowledge_base, write=True)
+    if not await knowledge.delete(base, document_id, actor(request, principal)):
+        raise Refusal("document_not_found", f"no document {document_id!r} in {base!r}")
     return Response(status_code=204)
 
 
 # Retrieval -----------------------------------------------------------------------------------
 
-
-async def query(request: Request) -> Response:
-    services, body, [hits] = await _search(request, QueryRequest)
-    result: dict[str, Any] = {"query": body.query, "hits": _hits(hits)}
-    if body.answer:
-        answered = await answer_with_citations(services.model, body.query, hits)
-        result |= {"answer": answered.text, "citations": answered.citations}
-    return JSONResponse(result)
+_SEARCH_REFUSALS = refusals(
+    "invalid_input", "knowledge_base_off", "forbidden", "retrieval_unavailable", "not_implemented"
+)
 
 
-async def batch_query(request: Request) -> Response:
-    _, body, found = await _search(request, BatchQueryRequest)
-    return JSONResponse(
-        {
-            "results": [
-                {"query": text, "hits": _hits(hits)}
-                for text, hits in zip(body.queries, found, strict=True)
-            ]
-        }
+@router.post("/rag/query", response_model_exclude_none=True, responses=_SEARCH_REFUSALS)
+async def query(body: QueryRequest, services: ServicesDep, principal: Reader) -> Answered:
+    """The best chunks for a query; `"answer": true` also answers it with citations."""
+    [hits] = await _search(services, principal, body, [body.query])
+    found = _hits(hits)
+    if not body.answer:
+        return Answered(query=body.query, hits=found)
+    answered = await answer_with_citations(services.model, body.query, hits)
+    return Answered(
+        query=body.query, hits=found, answer=answered.text, citations=answered.citations
+    )
+
+
+@router.post("/rag/batch-query", responses=_SEARCH_REFUSALS)
+async def batch_query(
+    body: BatchQueryRequest, services: ServicesDep, principal: Reader
+) -> BatchAnswer:
+    """The best chunks for each of up to 32 queries."""
+    found = await _search(services, principal, body, body.queries)
+    return BatchAnswer(
+        results=[
+            QueryResult(query=text, hits=_hits(hits))
+            for text, hits in zip(body.queries, found, strict=True)
+        ]
     )
 
 
 async def _search(
-    request: Request, model: type[QueryRequest] | type[BatchQueryRequest]
-) -> tuple[Services, Any, list[list[Hit]]]:
-    """The request's body and the hits of each of its queries."""
-    services = services_of(request)
-    knowledge = _knowledge(services)
-    body = parse_body(model, await read_json(request, services.settings.max_body_bytes))
-    found = await knowledge.search_many(
-        _base_name(request, body.knowledge_base),
-        body.queries if isinstance(body, BatchQueryRequest) else [body.query],
+    services: Services, principal: Principal, body: QueryOptions, queries: list[str]
+) -> list[list[Hit]]:
+    return await _knowledge(services).search_many(
+        _base_name(services, principal, body.knowledge_base),
+        queries,
         top_k=body.top_k,
         score_threshold=body.score_threshold,
         filter=body.filters.search_filter(),
         hybrid=body.hybrid,
         rerank=body.rerank,
     )
-    return services, body, found
 
 
 def _hits(hits: list[Hit]) -> list[dict[str, Any]]:
     return [hit_json(hit) for hit in hits]
-
-
-routes = [
-    Route("/rag/ingest", ingest, methods=["POST"]),
-    Route("/rag/jobs/{job_id}", get_job, methods=["GET"]),
-    Route("/rag/documents", list_documents, methods=["GET"]),
-    Route("/rag/documents/{document_id}", delete_document, methods=["DELETE"]),
-    Route("/rag/query", query, methods=["POST"]),
-    Route("/rag/batch-query", batch_query, methods=["POST"]),
-]

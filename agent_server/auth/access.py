@@ -9,18 +9,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import httpx
-from starlette.types import Scope
 
 from agent_server.auth.authenticator import Authenticator
 from agent_server.auth.clerk import ClerkConfig, ClerkVerifier
 from agent_server.auth.limits import (
     MemoryRateLimiter,
     Rate,
+    RateClass,
     RateLimiter,
     RedisRateLimiter,
     StreamSlots,
 )
-from agent_server.auth.middleware import RouteClass
 from agent_server.auth.opaque import OpaqueMachineVerifier
 from agent_server.auth.principals import Principal
 from agent_server.config import Settings, frontend_api, parse_rate
@@ -54,11 +53,11 @@ class Rates:
             rate(settings.rate_auth_failures),
         )
 
-    def of(self, kind: RouteClass) -> Rate:
+    def of(self, kind: RateClass) -> Rate:
         return {
-            RouteClass.RUNS: self.runs,
-            RouteClass.INGEST: self.ingest,
-            RouteClass.REQUESTS: self.requests,
+            RateClass.RUNS: self.runs,
+            RateClass.INGEST: self.ingest,
+            RateClass.REQUESTS: self.requests,
         }[kind]
 
 
@@ -90,11 +89,9 @@ class Access:
             {"session": principal.session_id, "org": principal.org_id, "actor": principal.actor},
         )
 
-    async def audit_denied(self, principal: Principal, scope: Scope, ip: str) -> None:
+    async def audit_denied(self, principal: Principal, method: str, path: str, ip: str) -> None:
         await self._audit(
-            Actor(principal.user_id, ip),
-            "admin.denied",
-            {"method": scope.get("method", "WEBSOCKET"), "path": scope["path"]},
+            Actor(principal.user_id, ip), "admin.denied", {"method": method, "path": path}
         )
 
     async def _audit(self, actor: Actor, action: str, details: dict[str, object]) -> None:

@@ -48,7 +48,7 @@ from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 
 from agent_server.auth.jwks import KID, MIN_RSA_BITS, JwksCache, KeysUnavailable
 from agent_server.auth.principals import Principal
-from agent_server.auth.scopes import AGENTS
+from agent_server.scopes import AGENTS
 
 logger = logging.getLogger(__name__)
 

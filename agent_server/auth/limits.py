@@ -14,6 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 import redis.asyncio as redis
@@ -25,6 +26,14 @@ KEY_PREFIX = "citadel:rl:"
 FAIL_CLOSED_RETRY = 1.0  # what a refused caller is told to wait while Redis is down
 REDIS_RETRY_EVERY = 1.0  # after a failure, Redis is tried again this many seconds later
 LOG_FAILURES_EVERY = 60.0
+
+
+class RateClass(StrEnum):
+    """Which of a caller's buckets a route charges (each route declares one)."""
+
+    RUNS = "runs"
+    INGEST = "ingest"
+    REQUESTS = "requests"
 
 
 @dataclass(frozen=True, slots=True)

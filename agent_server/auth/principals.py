@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from starlette.requests import HTTPConnection
-
 
 @dataclass(frozen=True, slots=True)
 class Principal:
@@ -24,7 +22,7 @@ class Principal:
     permissions: frozenset[str] = field(default_factory=frozenset)  # ``org:feature:permission``
     admin: bool = False  # may use the admin routes (role, claim and step-up already checked)
     # Machine credentials are limited to these (``agents``, ``kb:<name>``, ``kb:<name>:write``,
-    # see :mod:`agent_server.auth.scopes`); None: a person, limited by ownership and role only.
+    # see :mod:`agent_server.scopes`); None: a person, limited by ownership and role only.
     scopes: frozenset[str] | None = None
     actor: str | None = None  # who acts under this identity (Clerk impersonation ``act.sub``)
     expires_at: float | None = None  # the credential's expiry (epoch s)
@@ -33,8 +31,3 @@ class Principal:
 
 # With CITADEL_AUTH=off every request is this one local user (refused in production).
 LOCAL_USER = Principal("local", admin=True)
-
-
-def principal_of(connection: HTTPConnection) -> Principal:
-    """The caller :class:`~agent_server.auth.middleware.AuthMiddleware` verified."""
-    return connection.scope["principal"]

@@ -31,14 +31,18 @@ from agent_server.knowledge.vectors.base import (
 )
 from agent_server.store.base import Actor
 from agent_server.store.documents import DocumentRecord, DocumentStore
+from protocol.errors import Refusal
 
 RERANK_CANDIDATES = 4  # candidates per wanted hit given to the reranker
 
 
-class RerankerMissing(Exception):
+class RerankerMissing(Refusal):
     """Reranking was asked for but no rerank endpoint is configured."""
 
     message = "no rerank endpoint is configured; set CITADEL_RERANK_URL"
+
+    def __init__(self) -> None:
+        super().__init__("not_implemented", self.message)
 
 
 class Outcome(StrEnum):

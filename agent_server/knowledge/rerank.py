@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent_server.backends.errors import BackendError
+from agent_server.backends.resilience import ResilientHTTP
 from agent_server.knowledge.errors import RetrievalUnavailable
-from agent_server.models.base import ModelError
-from agent_server.models.resilience import ResilientHTTP
 
 
 class Reranker:
@@ -24,7 +24,7 @@ class Reranker:
             body = {**body, "model": self.model}
         try:
             return await self._http.post_json(self.url, body)
-        except ModelError as error:
+        except BackendError as error:
             raise RetrievalUnavailable(f"reranker {error}") from None
 
     async def rerank(self, query: str, documents: list[str], top_n: int) -> list[tuple[int, float]]:

@@ -21,7 +21,7 @@ def create_chat_model(settings: Settings) -> ChatModel:
             n_threads=settings.llm_threads,
             max_tokens=settings.llm_max_tokens or 512,
         )
-    from agent_server.models.resilience import CircuitBreaker, RetryPolicy, Timeouts
+    from agent_server.backends.resilience import CircuitBreaker, RetryPolicy, Timeouts
 
     timeouts = Timeouts(connect=settings.llm_connect_timeout, idle=settings.llm_idle_timeout)
     retry = RetryPolicy(attempts=settings.llm_retries + 1)

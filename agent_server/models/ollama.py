@@ -14,19 +14,8 @@ from typing import Any
 import httpx
 import orjson
 
-from agent_server.models.base import (
-    ChatMessage,
-    ChatRequest,
-    Delta,
-    ModelError,
-    ReasoningDelta,
-    TextDelta,
-    ToolCallDelta,
-    ToolSpec,
-    Usage,
-)
-from agent_server.models.openai import function_tool
-from agent_server.models.resilience import (
+from agent_server.backends.errors import BackendError
+from agent_server.backends.resilience import (
     DEFAULT_RETRY,
     DEFAULT_TIMEOUTS,
     CircuitBreaker,
@@ -35,6 +24,17 @@ from agent_server.models.resilience import (
     Timeouts,
     error_text,
 )
+from agent_server.models.base import (
+    ChatMessage,
+    ChatRequest,
+    Delta,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+    ToolSpec,
+    Usage,
+)
+from agent_server.models.openai import function_tool
 
 
 class OllamaChatModel:
@@ -95,12 +95,12 @@ class OllamaChatModel:
                     yield delta
                 if chunk.get("done"):
                     return
-        raise ModelError(f"{self._http.name}: the stream ended before its final (done) line")
+        raise BackendError(f"{self._http.name}: the stream ended before its final (done) line")
 
     async def check(self) -> None:
         tags = await self._http.get_json(f"{self.base_url}/api/tags")
         if not isinstance(tags, dict):
-            raise ModelError(f"{self._http.name}: /api/tags answered {str(tags)[:80]}")
+            raise BackendError(f"{self._http.name}: /api/tags answered {str(tags)[:80]}")
         pulled = {
             name
             for entry in tags.get("models", [])
@@ -108,7 +108,7 @@ class OllamaChatModel:
             if name
         }
         if self.model not in pulled and f"{self.model}:latest" not in pulled:
-            raise ModelError(
+            raise BackendError(
                 f"{self._http.name}: model '{self.model}' is not pulled; "
                 f"run `ollama pull {self.model}`"
             )
@@ -116,11 +116,11 @@ class OllamaChatModel:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    def _describe_error(self, status: int, message: str) -> ModelError:
+    def _describe_error(self, status: int, message: str) -> BackendError:
         """For ``/api/chat``, where 404 means the model is not pulled."""
         if status == 404:
-            return ModelError(f"{message} (run `ollama pull {self.model}`)")
-        return ModelError(message)
+            return BackendError(f"{message} (run `ollama pull {self.model}`)")
+        return BackendError(message)
 
     def _parse(self, line: str) -> dict[str, Any]:
         try:
@@ -128,16 +128,16 @@ class OllamaChatModel:
         except orjson.JSONDecodeError:
             chunk = None
         if not isinstance(chunk, dict):
-            raise ModelError(f"{self._http.name}: malformed stream line {line[:80]!r}")
+            raise BackendError(f"{self._http.name}: malformed stream line {line[:80]!r}")
         if "error" in chunk:
-            raise ModelError(f"{self._http.name}: error mid-stream: {error_text(chunk)}")
+            raise BackendError(f"{self._http.name}: error mid-stream: {error_text(chunk)}")
         return chunk
 
     def _deltas(self, chunk: dict[str, Any], calls_so_far: int) -> list[Delta]:
         try:
             return list(_chunk_deltas(chunk, calls_so_far))
         except (AttributeError, TypeError, ValueError) as exc:
-            raise ModelError(f"{self._http.name}: unexpected line shape: {exc}") from None
+            raise BackendError(f"{self._http.name}: unexpected line shape: {exc}") from None
 
     def _body(self, request: ChatRequest) -> dict[str, Any]:
         body: dict[str, Any] = {

@@ -9,19 +9,8 @@ from typing import Any
 import httpx
 import orjson
 
-from agent_server.models.base import (
-    ChatMessage,
-    ChatRequest,
-    Delta,
-    ModelError,
-    ReasoningDelta,
-    TextDelta,
-    ToolCallDelta,
-    ToolChoice,
-    ToolSpec,
-    Usage,
-)
-from agent_server.models.resilience import (
+from agent_server.backends.errors import BackendError
+from agent_server.backends.resilience import (
     DEFAULT_RETRY,
     DEFAULT_TIMEOUTS,
     CircuitBreaker,
@@ -29,6 +18,17 @@ from agent_server.models.resilience import (
     RetryPolicy,
     Timeouts,
     error_text,
+)
+from agent_server.models.base import (
+    ChatMessage,
+    ChatRequest,
+    Delta,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+    ToolChoice,
+    ToolSpec,
+    Usage,
 )
 
 _CHOICE_KEYWORDS = ("auto", "none", "required")
@@ -81,7 +81,7 @@ class OpenAIChatModel:
                     return
                 for delta in self._deltas(data, calls):
                     yield delta
-        raise ModelError(
+        raise BackendError(
             f"{self._http.name}: the stream ended without [DONE]; the server failed "
             "mid-stream (llama_cpp.server does this when the prompt exceeds its context)"
         )
@@ -89,10 +89,10 @@ class OpenAIChatModel:
     async def check(self) -> None:
         listing = await self._http.get_json(f"{self.base_url}/models")
         if not isinstance(listing, dict):
-            raise ModelError(f"{self._http.name}: /models answered {str(listing)[:80]}")
+            raise BackendError(f"{self._http.name}: /models answered {str(listing)[:80]}")
         served = [m.get("id") for m in listing.get("data", []) if isinstance(m, dict)]
         if served and self.model not in served:
-            raise ModelError(
+            raise BackendError(
                 f"{self._http.name} does not serve model '{self.model}'; it serves: "
                 + ", ".join(map(str, served[:20]))
             )
@@ -120,16 +120,16 @@ class OpenAIChatModel:
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
-            raise ModelError(f"{self._http.name}: malformed stream chunk {data[:80]!r}") from None
+            raise BackendError(f"{self._http.name}: malformed stream chunk {data[:80]!r}") from None
         if not isinstance(chunk, dict):
-            raise ModelError(f"{self._http.name}: malformed stream chunk {data[:80]!r}")
+            raise BackendError(f"{self._http.name}: malformed stream chunk {data[:80]!r}")
         if chunk.get("error"):
             message = self._http.scrub(error_text(chunk))
-            raise ModelError(f"{self._http.name}: error mid-stream: {message}")
+            raise BackendError(f"{self._http.name}: error mid-stream: {message}")
         try:
             yield from _chunk_deltas(chunk, calls)
         except (AttributeError, TypeError, ValueError) as exc:
-            raise ModelError(f"{self._http.name}: unexpected chunk shape: {exc}") from None
+            raise BackendError(f"{self._http.name}: unexpected chunk shape: {exc}") from None
 
 
 def function_tool(tool: ToolSpec) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Why it looks the way it does:
 
-- **Ids travel in contextvars.** :class:`RequestIdMiddleware` binds the request id for the
+- **Ids travel in contextvars.** The API's request-id middleware binds the request id for the
   request's task and :func:`bind_run` binds the run in the task that drives it; tasks created
   inside inherit both, so every line logged on their behalf, uvicorn's access line included,
   carries them without being passed around.
@@ -16,15 +16,12 @@ Why it looks the way it does:
 from __future__ import annotations
 
 import logging
-import re
 import sys
-import uuid
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     import httpx
@@ -37,7 +34,6 @@ RUN_ID_HEADER = "X-Citadel-Run-ID"
 _request_id: ContextVar[str | None] = ContextVar("citadel_request_id", default=None)
 _run: ContextVar[tuple[str, str] | None] = ContextVar("citadel_run", default=None)
 
-_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # What every LogRecord has (and uvicorn's ANSI-coloured copy of its messages); anything else
 # on a record came from ``extra=``.
 _RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {
@@ -51,6 +47,10 @@ _TEXT_LABELS = {"requestId": "req", "threadId": "thread", "runId": "run"}
 def bind_request(request_id: str) -> Token[str | None]:
     """Name the request the current task serves (the middleware does this for each request)."""
     return _request_id.set(request_id)
+
+
+def unbind_request(token: Token[str | None]) -> None:
+    _request_id.reset(token)
 
 
 def bind_run(thread_id: str, run_id: str) -> None:
@@ -134,37 +134,3 @@ def _default_format(settings: Settings) -> str:
 
 def _dumps(line: dict[str, Any]) -> str:
     return orjson.dumps(line, default=repr, option=orjson.OPT_NON_STR_KEYS).decode()
-
-
-class RequestIdMiddleware:
-    """Binds an id to every HTTP request and WebSocket session and answers with it in
-    ``X-Request-ID``: the client's own when it sent a sane one (up to 128 of
-    ``A-Za-z0-9._:-``), else a new one, so a caller can always quote it."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        request_id = _given_id(scope) or uuid.uuid4().hex
-        header = (REQUEST_ID_HEADER.lower().encode(), request_id.encode())
-
-        async def sending(message: Message) -> None:
-            if message["type"] in ("http.response.start", "websocket.accept"):
-                message["headers"] = [*message.get("headers", ()), header]
-            await send(message)
-
-        token = bind_request(request_id)
-        await self.app(scope, receive, sending)
-        # Left bound when the app raises: the server's line about the error names the request.
-        _request_id.reset(token)
-
-
-def _given_id(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"x-request-id":
-            given = value.decode("latin-1")
-            return given if _SANE_REQUEST_ID.fullmatch(given) else None
-    return None

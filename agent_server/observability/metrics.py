@@ -13,19 +13,26 @@ Why it looks the way it does:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agent_server.runs.manager import RunTiming
 from agent_server.store.base import RunEnd, token_totals
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class RunTiming:
+    """How a run went, in seconds from its start (None: it never got there)."""
+
+    first_event: float | None
+    first_token: float | None
+    tokens_per_second: float | None
 
 
 class Metrics:
@@ -179,38 +186,3 @@ class _Read(Collector):
         for key, count in value.items():
             metric.add_metric([key], count)
         yield metric
-
-
-class MetricsMiddleware:
-    """Counts every HTTP answer and WebSocket session by its route template and status."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500 if scope["type"] == "http" else 101
-
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] in ("http.response.start", "websocket.http.response.start"):
-                status = message["status"]
-            elif message["type"] == "websocket.close" and status == 101:
-                status = 403  # closed before it was accepted
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            services = getattr(scope["app"].state, "services", None)
-            if services is not None:
-                route = scope.get("route")
-                template = route.path if route is not None else "unmatched"
-                method = scope.get("method", "WEBSOCKET")
-                metrics: Metrics = services.metrics
-                metrics.requests.labels(method, template, str(status)).inc()
-                elapsed = time.perf_counter() - started
-                metrics.request_seconds.labels(method, template).observe(elapsed)

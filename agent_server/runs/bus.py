@@ -85,8 +85,10 @@ def worker_name() -> str:
 def parse_feed_id(value: str) -> tuple[int, int]:
     """``"<ms>-<n>"`` -> ``(ms, n)``; raises ValueError on anything else."""
     ms, sep, n = value.partition("-")
-    if not sep or not ms.isdigit() or not n.isdigit():
+    if not sep or not (ms + n).isascii() or not ms.isdigit() or not n.isdigit():
         raise ValueError(f"not a feed id of the form <ms>-<n>: {value!r}")
+    if int(ms) >= 2**64 or int(n) >= 2**64:  # Redis stream ids are two 64-bit numbers
+        raise ValueError(f"feed id out of range: {value!r}")
     return int(ms), int(n)
 
 

@@ -4,15 +4,16 @@ Sequence numbers start at 1 and equal position + 1, so "everything after seq N" 
 A follower that falls behind loses nothing: it reads what it missed from the log, in one
 batch, and a client that reconnects with ``Last-Event-ID`` does the same.
 
-The log keeps finished SSE frames (``id: <runId>:<seq>`` included), not event objects: a
-list of bytes costs the garbage collector nothing to scan and is written to a socket as is.
-The few events a 0.0.59 client must see differently are framed a second time on append.
+The log keeps each event's JSON bytes, not event objects: a list of bytes costs the garbage
+collector nothing to scan, and every face frames the same bytes its own way. The few events
+a 0.0.59 client must see differently are encoded a second time on append.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from typing import NamedTuple
 
 import orjson
 
@@ -20,8 +21,17 @@ from protocol.events import TERMINAL_TYPES, Event
 from protocol.framing import encode
 from protocol.versions import WireVersion, downgrade
 
-_DATA = b"\ndata: "
-_END = b"\n\n"
+
+class RunEvent(NamedTuple):
+    """One event as a follower gets it: its sequence number in the run (None: an event of
+    no run, such as a hydration's, which cannot be resumed from) and its JSON."""
+
+    seq: int | None
+    data: bytes
+
+    @property
+    def event(self) -> Event:
+        return orjson.loads(self.data)
 
 
 class EventLog:
@@ -31,20 +41,21 @@ class EventLog:
         self.run_id = run_id
         self.first_seq = first_seq
         self.closed = False
-        self._frames: list[bytes] = []  # as a 1.0 client sees them
-        self._legacy: dict[int, bytes | None] = {}  # index -> 0.0.59 frame where it differs
-        self._id_prefix = f"id: {run_id}:".encode()
+        self._data: list[bytes] = []  # as a 1.0 client sees them
+        self._legacy: dict[int, bytes | None] = {}  # index -> 0.0.59 form where it differs
         self._waiters: list[asyncio.Future[bool]] = []
         self.listeners: list[Callable[[EventLog], None]] = []  # told of appends and the close
         self.followers = 0  # connections following now
 
     @property
     def last_seq(self) -> int:
-        return self.first_seq - 1 + len(self._frames)
+        return self.first_seq - 1 + len(self._data)
 
     def append(self, event: Event) -> bytes:
-        """Number, frame and keep ``event``; returns its SSE frame."""
-        return self._add(event, encode(event))
+        """Number and keep ``event``; returns its JSON."""
+        data = encode(event)
+        self._add(event, data)
+        return data
 
     def append_encoded(self, data: bytes) -> bool:
         """Keep an event another worker encoded (a mirror of its log); True if it ends the run."""
@@ -52,18 +63,14 @@ class EventLog:
         self._add(event, data)
         return event.get("type") in TERMINAL_TYPES
 
-    def _add(self, event: Event, data: bytes) -> bytes:
+    def _add(self, event: Event, data: bytes) -> None:
         if self.closed:
             raise RuntimeError(f"event log of run {self.run_id} is closed")
-        index = len(self._frames)
-        head = b"%s%d%s" % (self._id_prefix, self.first_seq + index, _DATA)
-        frame = head + data + _END
-        self._frames.append(frame)
         legacy = downgrade(event)
         if legacy is not event:
-            self._legacy[index] = None if legacy is None else head + encode(legacy) + _END
+            self._legacy[len(self._data)] = None if legacy is None else encode(legacy)
+        self._data.append(data)
         self._wake()
-        return frame
 
     def close(self) -> None:
         """No more events (until a resume of the same run reopens it)."""
@@ -81,30 +88,32 @@ class EventLog:
             if not waiter.done():
                 waiter.set_result(True)
 
-    def frames(
-        self, start: int, end: int, version: WireVersion, *, sse: bool = True
-    ) -> list[bytes]:
-        """Frames ``start:end`` (positions in this log, 0-based) for a client of ``version``:
-        SSE frames, or the bare JSON of each event (one WebSocket text frame each) when
-        ``sse`` is false."""
-        frames = self._frames[start:end]
-        if version is WireVersion.LEGACY and self._legacy:
-            shaped = (self._legacy.get(index, frame) for index, frame in enumerate(frames, start))
-            frames = [frame for frame in shaped if frame is not None]
-        if not sse:
-            frames = [frame[frame.index(_DATA) + len(_DATA) : -len(_END)] for frame in frames]
-        return frames
+    def encoded(self, start: int, end: int) -> list[bytes]:
+        """The JSON of events ``start:end`` (positions in this log, 0-based), as stored."""
+        return self._data[start:end]
+
+    def events(self, start: int, end: int, version: WireVersion) -> list[RunEvent]:
+        """Events ``start:end`` (positions in this log, 0-based) for a client of ``version``."""
+        seqs = range(self.first_seq + start, self.first_seq + end)
+        found = self._data[start:end]
+        if version is WireVersion.V1 or not self._legacy:
+            return [RunEvent(seq, data) for seq, data in zip(seqs, found, strict=False)]
+        legacy, shaped = self._legacy, []
+        for index, seq, data in zip(range(start, end), seqs, found, strict=False):
+            data = legacy.get(index, data)
+            if data is not None:
+                shaped.append(RunEvent(seq, data))
+        return shaped
 
     async def follow(
         self,
         after_seq: int = 0,
         version: WireVersion = WireVersion.V1,
         *,
-        sse: bool = True,
         idle_timeout: float | None = None,
         min_interval: float = 0.0,
-    ) -> AsyncIterator[list[bytes]]:
-        """Batches of frames after ``after_seq`` until the log closes; an empty batch means
+    ) -> AsyncIterator[list[RunEvent]]:
+        """Batches of events after ``after_seq`` until the log closes; an empty batch means
         ``idle_timeout`` passed with nothing new (time for a keep-alive). Events before
         ``first_seq`` are not here: they are the store's.
 
@@ -114,7 +123,7 @@ class EventLog:
         burst costs one write per interval instead of one per event."""
         self.followers += 1
         try:
-            async for batch in self._follow(after_seq, version, sse, idle_timeout, min_interval):
+            async for batch in self._follow(after_seq, version, idle_timeout, min_interval):
                 yield batch
         finally:
             self.followers -= 1
@@ -123,21 +132,20 @@ class EventLog:
         self,
         after_seq: int,
         version: WireVersion,
-        sse: bool,
         idle_timeout: float | None,
         min_interval: float,
-    ) -> AsyncIterator[list[bytes]]:
+    ) -> AsyncIterator[list[RunEvent]]:
         loop = asyncio.get_running_loop()
         position = max(after_seq - self.first_seq + 1, 0)
         last_batch = -min_interval
         while True:
-            end = len(self._frames)
+            end = len(self._data)
             if position < end:
                 early = last_batch + min_interval - loop.time()
                 if early > 0 and not self.closed:
                     await asyncio.sleep(early)
-                    end = len(self._frames)
-                batch = self.frames(position, end, version, sse=sse)
+                    end = len(self._data)
+                batch = self.events(position, end, version)
                 position, last_batch = end, loop.time()
                 if batch:
                     yield batch

@@ -36,6 +36,7 @@ from enum import Enum
 from typing import Any
 
 from agent_server.observability.logs import bind_run
+from agent_server.observability.metrics import RunTiming
 from agent_server.runtime.loop import Agent, PreparedRun
 from agent_server.store.base import (
     EventBatch,
@@ -46,9 +47,10 @@ from agent_server.store.base import (
     token_totals,
 )
 from protocol import events
+from protocol.errors import Refusal
 from protocol.events import Event, EventType
 from protocol.framing import encode
-from protocol.input import InputError, RunAgentInput
+from protocol.input import RunAgentInput
 from protocol.lifecycle import Lifecycle, LifecycleError
 
 from .bus import BusUnavailable, EventBus, LocalBus, RunEvents
@@ -77,12 +79,10 @@ class RunLimits:
 
 
 @dataclass(frozen=True, slots=True)
-class RunTiming:
-    """How a run went, in seconds from its start (None: it never got there)."""
-
-    first_event: float | None
-    first_token: float | None
-    tokens_per_second: float | None
+class LatestRun:
+    owner: str
+    log: EventLog
+    start_seq: int  # the log's last seq before the run (non-zero when a resume reuses a runId)
 
 
 @dataclass(eq=False)
@@ -94,6 +94,7 @@ class ActiveRun:
     task: asyncio.Task[None] | None = None
     followers: int = 0
     stop_reason: StopReason | None = None
+    driving: bool = False  # its task has begun (cancelling it now runs its handlers)
     ended: bool = False  # the terminal event is in the log; nothing left to cancel
     store_retry: asyncio.Task[None] | None = None  # its end waits for the store to come back
     claim: Claim | None = None  # None: claimed locally only (the claims were unavailable)
@@ -144,6 +145,8 @@ class RunManager:
         self.ended: list[Callable[[RunEnd], None]] = []  # told of each run's end, as sent
         self.timed: list[Callable[[RunTiming], None]] = []  # told of each run's timing at its end
         self._logs: OrderedDict[RunKey, EventLog] = OrderedDict()
+        self._starting: dict[str, list[asyncio.Future[None]]] = {}  # thread -> run_started()
+        self._latest: dict[str, LatestRun] = {}  # thread -> its newest run started here
         self._unsaved: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -159,7 +162,7 @@ class RunManager:
     # Starting and stopping -------------------------------------------------------------------
 
     async def start(self, input: RunAgentInput, owner: str) -> ActiveRun:
-        """Start a run, or raise :class:`InputError` / :class:`StorageUnavailable` having
+        """Start a run, or raise :class:`Refusal` / :class:`StorageUnavailable` having
         changed nothing."""
         if input.thread_id in self._active:
             raise _busy(input.thread_id)
@@ -190,6 +193,10 @@ class RunManager:
             claim=claim,
         )
         self._active[input.thread_id] = run
+        self._latest[input.thread_id] = LatestRun(owner, log, run.start_seq)
+        for waiter in self._starting.get(input.thread_id, ()):
+            if not waiter.done():
+                waiter.set_result(None)
         self.writer.track(log)
         self.publisher.track(log, owner)
         run.task = asyncio.create_task(self._drive(run), name=f"run {input.run_id}")
@@ -210,7 +217,7 @@ class RunManager:
     async def stop(self, thread_id: str, owner: str, run_id: str | None = None) -> str:
         """Cancel the thread's active run at once and wait for its stream to end, wherever it
         runs."""
-        missing = InputError(404, "no_active_run", f"thread {thread_id!r} has no active run")
+        missing = Refusal("no_active_run", f"thread {thread_id!r} has no active run")
         run = self._active.get(thread_id)
         if run is None:
             return await self._stop_elsewhere(thread_id, owner, run_id, missing)
@@ -222,13 +229,13 @@ class RunManager:
         return run.run_id
 
     async def _stop_elsewhere(
-        self, thread_id: str, owner: str, run_id: str | None, missing: InputError
+        self, thread_id: str, owner: str, run_id: str | None, missing: Refusal
     ) -> str:
         """Ask the worker that runs it, again each second, until its mirror here has ended."""
         try:
             holder = await self.claims.holder(thread_id)
         except ClaimsUnavailable as error:
-            raise InputError(503, "unavailable", f"runs of other workers: {error}") from None
+            raise Refusal("unavailable", f"runs of other workers: {error}") from None
         if (
             holder is None
             or holder.worker == self.worker
@@ -243,7 +250,7 @@ class RunManager:
                     with contextlib.suppress(ClaimsUnavailable):
                         await self.claims.request_stop(thread_id, holder.run_id)
         except TimeoutError:
-            raise InputError(504, "timeout", "the run did not stop in time") from None
+            raise Refusal("timeout", "the run did not stop in time") from None
         return holder.run_id
 
     def _stop_requested(self, thread_id: str, run_id: str) -> None:
@@ -270,7 +277,8 @@ class RunManager:
     def _cancel(self, run: ActiveRun, reason: StopReason) -> None:
         if run.stop_reason is None and not run.ended and run.task is not None:
             run.stop_reason = reason
-            run.task.cancel()
+            if run.driving:  # a task cancelled before its first step runs none of its code:
+                run.task.cancel()  # one not started yet sees stop_reason when it starts
 
     # Followers and the grace period ----------------------------------------------------------
 
@@ -308,6 +316,25 @@ class RunManager:
             self._cancel(run, StopReason.ABANDONED)
 
     # Lookups -------------------------------------------------------------------------------
+
+    def latest_run(self, thread_id: str) -> LatestRun | None:
+        """The thread's newest run started on this worker, while its log is kept."""
+        return self._latest.get(thread_id)
+
+    def run_started(self, thread_id: str) -> asyncio.Future[None]:
+        """Done when a run of the thread next starts on this worker (cancel it to stop
+        waiting)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._starting.setdefault(thread_id, []).append(waiter)
+        waiter.add_done_callback(lambda done: self._stop_waiting(thread_id, done))
+        return waiter
+
+    def _stop_waiting(self, thread_id: str, waiter: asyncio.Future[None]) -> None:
+        waiters = self._starting.get(thread_id)
+        if waiters is not None and waiter in waiters:
+            waiters.remove(waiter)
+            if not waiters:
+                del self._starting[thread_id]
 
     def active_run(self, thread_id: str) -> ActiveRun | None:
         return self._active.get(thread_id)
@@ -435,9 +462,12 @@ class RunManager:
 
     async def _drive(self, run: ActiveRun) -> None:
         bind_run(run.thread_id, run.run_id)  # every log line of this task names the run
+        run.driving = True
         lifecycle = Lifecycle()
         ending: list[Event] = []
         try:
+            if run.stop_reason is not None:
+                raise asyncio.CancelledError  # stopped before it began
             async with asyncio.timeout(self.limits.run_timeout):
                 async for event in self.agent.run(run.prepared):
                     lifecycle.observe(event)
@@ -450,11 +480,13 @@ class RunManager:
                 run.log.close()
                 raise  # not ours: the event loop is going away
             asyncio.current_task().uncancel()
+            finished = events.run_finished(
+                run.thread_id, run.run_id, outcome=events.cancelled_outcome()
+            )
             if lifecycle.run_active:
-                finished = events.run_finished(
-                    run.thread_id, run.run_id, outcome=events.cancelled_outcome()
-                )
                 ending = [*lifecycle.closing_events(), finished]
+            elif not run.ended:  # stopped before its first event
+                ending = [events.run_started(run.thread_id, run.run_id), finished]
         except TimeoutError:
             ending = self._failure(
                 lifecycle, "timeout", f"the run took longer than {self.limits.run_timeout:g} s"
@@ -563,16 +595,22 @@ class RunManager:
             self.limits.log_retention, self._forget, log, log.last_seq
         )
         while len(self._logs) > self.limits.max_retained_logs:
-            oldest_key, oldest = next(iter(self._logs.items()))
+            oldest = next(iter(self._logs.values()))
             if not oldest.closed:
                 break
-            del self._logs[oldest_key]
+            self._drop(oldest)
 
     def _forget(self, log: EventLog, last_seq: int) -> None:
         # A resume may have reopened and extended the log since: then its own timer decides.
         key = (log.thread_id, log.run_id)
         if self._logs.get(key) is log and log.closed and log.last_seq == last_seq:
-            del self._logs[key]
+            self._drop(log)
+
+    def _drop(self, log: EventLog) -> None:
+        del self._logs[(log.thread_id, log.run_id)]
+        latest = self._latest.get(log.thread_id)
+        if latest is not None and latest.log is log:
+            del self._latest[log.thread_id]
 
 
 def _timing(run: ActiveRun, end: RunEnd) -> RunTiming:
@@ -586,8 +624,8 @@ def _timing(run: ActiveRun, end: RunEnd) -> RunTiming:
     return RunTiming(since_start(run.first_event_at), since_start(run.first_token_at), rate)
 
 
-def _busy(thread_id: str) -> InputError:
-    return InputError(409, "thread_busy", f"thread {thread_id!r} already has a run")
+def _busy(thread_id: str) -> Refusal:
+    return Refusal("thread_busy", f"thread {thread_id!r} already has a run")
 
 
 async def _logged(work: Coroutine[Any, Any, None]) -> None:

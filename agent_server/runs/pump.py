@@ -19,7 +19,6 @@ import time
 from collections.abc import Awaitable, Callable
 
 from agent_server.store.base import EventBatch
-from protocol.versions import WireVersion
 
 from .eventlog import EventLog
 
@@ -45,7 +44,7 @@ class _Tracked:
         if last == self.pumped:
             return None
         start, end = self.pumped - self.log.first_seq + 1, last - self.log.first_seq + 1
-        events = self.log.frames(start, end, WireVersion.V1, sse=False)
+        events = self.log.encoded(start, end)
         log = self.log
         batch = EventBatch(log.thread_id, log.run_id, self.pumped + 1, events, self.owner)
         self.pumped = last

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from protocol.input import InputError
+from protocol.errors import Refusal
 from protocol.input import Message as InputMessage
 from protocol.transcript import Transcript
 from protocol.versions import flatten_content
@@ -81,5 +81,5 @@ def _meaning(message: Message) -> tuple[Any, ...]:
     return message["role"], content or "", calls, message.get("toolCallId")
 
 
-def _tampered(detail: str) -> InputError:
-    return InputError(409, "tampered_history", f"the history contradicts the thread: {detail}")
+def _tampered(detail: str) -> Refusal:
+    return Refusal("tampered_history", f"the history contradicts the thread: {detail}")

@@ -23,10 +23,10 @@ from typing import Any
 
 import orjson
 
+from agent_server.backends.errors import BackendError
 from agent_server.models.base import (
     ChatModel,
     ChatRequest,
-    ModelError,
     ReasoningDelta,
     TextDelta,
     ToolCallDelta,
@@ -48,8 +48,9 @@ from agent_server.store.base import (
     ThreadStore,
 )
 from protocol import events
+from protocol.errors import Refusal
 from protocol.events import Event
-from protocol.input import InputError, ResumeEntry, RunAgentInput, Tool
+from protocol.input import ResumeEntry, RunAgentInput, Tool
 from protocol.transcript import Transcript
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -139,7 +140,7 @@ class _Turn:
         closing = self._end_reasoning() + self._end_text()
         for call in self.calls:
             if not call.started:
-                raise ModelError("the model started a tool call without naming the tool")
+                raise BackendError("the model started a tool call without naming the tool")
             closing.append(events.tool_call_end(call.id))
         return closing
 
@@ -221,11 +222,11 @@ class Agent:
             record = ThreadRecord(input.thread_id, owner, title=_title(input.messages))
         elif record.owner != owner:
             # Not 403: whether someone else's thread exists is not ours to reveal.
-            raise InputError(404, "thread_not_found", f"no thread {input.thread_id!r}")
+            raise Refusal("thread_not_found", f"no thread {input.thread_id!r}")
         clashes = sorted(tool.name for tool in input.tools if tool.name in self.tools)
         if clashes:
-            raise InputError(
-                422, "invalid_input", f"tool names reserved by the server: {', '.join(clashes)}"
+            raise Refusal(
+                "invalid_input", f"tool names reserved by the server: {', '.join(clashes)}"
             )
         answers = _match_answers(record.pending_interrupts, input.resume)
         previous = None if new_thread else await self.store.get_run(input.thread_id, input.run_id)
@@ -233,7 +234,7 @@ class Agent:
             pending.run_id == input.run_id for pending in record.pending_interrupts
         ):
             # Only a resume may reuse the interrupted run's id, as CopilotKit does.
-            raise InputError(409, "run_exists", f"run {input.run_id!r} already ran on this thread")
+            raise Refusal("run_exists", f"run {input.run_id!r} already ran on this thread")
 
         transcript = Transcript(record.messages)
         client_messages = merge_history(
@@ -350,7 +351,7 @@ class Agent:
                     yield event
                 if prepared.interrupts or prepared.pending_tool_call_ids:
                     break
-        except ModelError as error:
+        except BackendError as error:
             yield events.run_error(
                 str(error) or error.code, error.code, usage=self._usage(prepared)
             )
@@ -534,11 +535,10 @@ def _match_answers(
     known = {interrupt.id for interrupt in pending}
     unknown = sorted(answers.keys() - known)
     if unknown:
-        raise InputError(422, "unknown_interrupt", f"no pending interrupt {', '.join(unknown)}")
+        raise Refusal("unknown_interrupt", f"no pending interrupt {', '.join(unknown)}")
     unanswered = sorted(known - answers.keys())
     if unanswered:
-        raise InputError(
-            409,
+        raise Refusal(
             "interrupts_pending",
             f"the thread has {len(unanswered)} pending interrupt(s) not answered by resume: "
             + ", ".join(unanswered),

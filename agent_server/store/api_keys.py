@@ -3,7 +3,7 @@
 A key's secret is ``ctk_<id>_<random>``: the id in it makes the lookup one primary-key read,
 and only a hash of the whole secret is kept, so the secret is shown once, at creation. A
 key's id is also the ``user_id`` of the :class:`~agent_server.auth.principals.Principal` it
-authenticates, and its scopes (:mod:`agent_server.auth.scopes`) are all it may do.
+authenticates, and its scopes (:mod:`agent_server.scopes`) are all it may do.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from agent_server.auth.scopes import parse_scopes
+from agent_server.scopes import parse_scopes
 from agent_server.store.base import Actor
 
 SECRET_PREFIX = "ctk_"

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from agent_server.auth.scopes import parse_scopes
+from agent_server.scopes import parse_scopes
 from agent_server.store.api_keys import (
     LAST_USED_EVERY,
     ApiKey,

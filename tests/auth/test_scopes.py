@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent_server.auth.scopes import allows, parse_scopes
+from agent_server.scopes import allows, parse_scopes
 
 
 def test_valid_scopes_are_kept_in_order_without_duplicates():

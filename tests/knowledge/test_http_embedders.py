@@ -9,12 +9,12 @@ import time
 import numpy as np
 import pytest
 
+from agent_server.backends.resilience import CircuitBreaker, ResilientHTTP, RetryPolicy, Timeouts
 from agent_server.config import Settings
 from agent_server.knowledge.embedders import create_embedder
 from agent_server.knowledge.embedders.http import OLLAMA, HTTPEmbedder
 from agent_server.knowledge.embedders.registry import known_dimensions
 from agent_server.knowledge.errors import RetrievalUnavailable
-from agent_server.models.resilience import CircuitBreaker, ResilientHTTP, RetryPolicy, Timeouts
 from tests.doubles.ollama import OllamaDouble
 
 EMBED_MODEL = "nomic-embed-text:latest"

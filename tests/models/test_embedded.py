@@ -15,13 +15,12 @@ from typing import Any
 import jsonschema
 import pytest
 
+from agent_server.backends.errors import BackendError, BackendUnavailable
 from agent_server.models.base import (
     ChatMessage,
     ChatModel,
     ChatRequest,
     Delta,
-    ModelError,
-    ModelUnavailable,
     TextDelta,
     ToolCallDelta,
     ToolCallRequest,
@@ -146,9 +145,9 @@ def probe(model: EmbeddedChatModel, monkeypatch: pytest.MonkeyPatch) -> Generate
 async def test_missing_model_file_is_model_unavailable(tmp_path: Path) -> None:
     chat = EmbeddedChatModel(str(tmp_path / "absent.gguf"))
     assert chat.provider == "embedded" and chat.model == "absent"
-    with pytest.raises(ModelUnavailable, match=r"not found: .*absent\.gguf"):
+    with pytest.raises(BackendUnavailable, match=r"not found: .*absent\.gguf"):
         await chat.check()
-    with pytest.raises(ModelUnavailable, match="not found"):
+    with pytest.raises(BackendUnavailable, match="not found"):
         await collect(chat, ask("Hello"))
     await chat.aclose()
 
@@ -157,7 +156,7 @@ async def test_corrupt_model_file_is_model_unavailable(tmp_path: Path) -> None:
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF" + b"\0" * 64)
     chat = EmbeddedChatModel(str(broken))
-    with pytest.raises(ModelUnavailable, match="cannot load"):
+    with pytest.raises(BackendUnavailable, match="cannot load"):
         await chat.check()
     await chat.aclose()
 
@@ -166,9 +165,9 @@ async def test_closed_model_refuses_requests(tmp_path: Path) -> None:
     chat = EmbeddedChatModel(str(tmp_path / "absent.gguf"))
     await chat.aclose()
     await chat.aclose()
-    with pytest.raises(ModelUnavailable, match="closed"):
+    with pytest.raises(BackendUnavailable, match="closed"):
         await collect(chat, ask("Hello"))
-    with pytest.raises(ModelUnavailable, match="closed"):
+    with pytest.raises(BackendUnavailable, match="closed"):
         await chat.check()
 
 
@@ -344,7 +343,7 @@ async def test_tool_choice_none_answers_in_text_after_tool_results(
 
 @pytest.mark.slow
 async def test_unknown_forced_tool_is_a_model_error(model: EmbeddedChatModel) -> None:
-    with pytest.raises(ModelError, match="not among the tools"):
+    with pytest.raises(BackendError, match="not among the tools"):
         await collect(model, ask("Hi", tools=[CLOCK], tool_choice="calculate"))
 
 

@@ -10,13 +10,12 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from agent_server.backends.errors import BackendError, BackendTimeout, BackendUnavailable
+from agent_server.backends.resilience import RetryPolicy, Timeouts
 from agent_server.models.base import (
     ChatMessage,
     ChatRequest,
     Delta,
-    ModelError,
-    ModelTimeout,
-    ModelUnavailable,
     ReasoningDelta,
     TextDelta,
     ToolCallDelta,
@@ -25,7 +24,6 @@ from agent_server.models.base import (
     Usage,
 )
 from agent_server.models.ollama import OllamaChatModel
-from agent_server.models.resilience import RetryPolicy, Timeouts
 from tests.doubles import (
     DEFAULT_MODEL,
     OllamaDouble,
@@ -126,11 +124,11 @@ async def test_error_line_mid_stream_raises_after_earlier_deltas(
     ollama.enqueue(ScriptedReply(lines))
     received: list[Delta] = []
 
-    with pytest.raises(ModelError, match="llama runner process has terminated") as caught:
+    with pytest.raises(BackendError, match="llama runner process has terminated") as caught:
         async for delta in model.stream(HELLO):
             received.append(delta)
 
-    assert type(caught.value) is ModelError
+    assert type(caught.value) is BackendError
     assert received == [TextDelta("partial")]
     assert len(ollama.requests) == 1
 
@@ -141,10 +139,10 @@ async def test_model_not_found_says_to_pull_it(
     not_found = {"error": f"model '{DEFAULT_MODEL}' not found"}
     ollama.enqueue(ScriptedReply(status=404, error_body=not_found))
 
-    with pytest.raises(ModelError, match=f"ollama pull {DEFAULT_MODEL}") as caught:
+    with pytest.raises(BackendError, match=f"ollama pull {DEFAULT_MODEL}") as caught:
         await collect(model)
 
-    assert type(caught.value) is ModelError  # a client mistake, not an outage
+    assert type(caught.value) is BackendError  # a client mistake, not an outage
     assert "not found" in str(caught.value)
     assert len(ollama.requests) == 1  # not retried
 
@@ -165,7 +163,7 @@ async def test_persistent_overload_is_unavailable(
 ) -> None:
     ollama.enqueue(*[ScriptedReply(status=503, error_body={"error": "server busy"})] * 3)
 
-    with pytest.raises(ModelUnavailable, match="HTTP 503: server busy"):
+    with pytest.raises(BackendUnavailable, match="HTTP 503: server busy"):
         await collect(model)
 
     assert len(ollama.requests) == FAST_RETRY.attempts
@@ -286,7 +284,7 @@ async def test_stalled_stream_times_out_after_the_idle_limit(ollama: OllamaDoubl
     received: list[Delta] = []
     started = time.monotonic()
 
-    with pytest.raises(ModelTimeout, match="stalled"):
+    with pytest.raises(BackendTimeout, match="stalled"):
         async for delta in model.stream(HELLO):
             received.append(delta)
 
@@ -347,7 +345,7 @@ async def test_malformed_line_is_a_model_error(
 ) -> None:
     ollama.enqueue(ScriptedReply([line]))
 
-    with pytest.raises(ModelError, match="malformed stream line"):
+    with pytest.raises(BackendError, match="malformed stream line"):
         await collect(model)
 
 
@@ -356,7 +354,7 @@ async def test_stream_cut_before_done_is_a_model_error(
 ) -> None:
     ollama.enqueue(ScriptedReply(text_reply("cut", chunks=1)[:1]))
 
-    with pytest.raises(ModelError, match="before its final"):
+    with pytest.raises(BackendError, match="before its final"):
         await collect(model)
 
 
@@ -370,7 +368,7 @@ async def test_check_passes_when_the_model_is_pulled(ollama: OllamaDouble) -> No
 async def test_check_says_when_the_model_is_not_pulled(ollama: OllamaDouble) -> None:
     model = OllamaChatModel(ollama.url, "qwen3:8b")
 
-    with pytest.raises(ModelError, match=r"'qwen3:8b' is not pulled.*ollama pull qwen3:8b"):
+    with pytest.raises(BackendError, match=r"'qwen3:8b' is not pulled.*ollama pull qwen3:8b"):
         await model.check()
     await model.aclose()
 
@@ -381,7 +379,7 @@ async def test_server_down_is_unavailable_quickly() -> None:
     model = OllamaChatModel(url, DEFAULT_MODEL, retry=FAST_RETRY)
     started = time.monotonic()
 
-    with pytest.raises(ModelUnavailable, match="cannot connect"):
+    with pytest.raises(BackendUnavailable, match="cannot connect"):
         await collect(model)
 
     assert time.monotonic() - started < 1

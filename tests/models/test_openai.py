@@ -21,12 +21,12 @@ import httpx
 import jsonschema
 import pytest
 
+from agent_server.backends.errors import BackendError, BackendUnavailable
+from agent_server.backends.resilience import RetryPolicy
 from agent_server.models.base import (
     ChatMessage,
     ChatRequest,
     Delta,
-    ModelError,
-    ModelUnavailable,
     ReasoningDelta,
     TextDelta,
     ToolCallDelta,
@@ -35,7 +35,6 @@ from agent_server.models.base import (
     Usage,
 )
 from agent_server.models.openai import OpenAIChatModel
-from agent_server.models.resilience import RetryPolicy
 
 HELLO = ChatRequest(
     messages=[ChatMessage("user", "Say hello in five words.")], max_tokens=24, temperature=0
@@ -180,10 +179,10 @@ async def test_wrong_path_is_a_model_error_with_the_server_message(
     root = llama_server.url.removesuffix("/v1")  # a common mistake: the base without /v1
     model = OpenAIChatModel(root, "local-llm", retry=FAST_RETRY)
 
-    with pytest.raises(ModelError, match="HTTP 404: Not Found") as caught:
+    with pytest.raises(BackendError, match="HTTP 404: Not Found") as caught:
         await collect(model)
 
-    assert not isinstance(caught.value, ModelUnavailable)
+    assert not isinstance(caught.value, BackendUnavailable)
     await model.aclose()
 
 
@@ -193,11 +192,11 @@ async def test_validation_error_is_a_model_error_without_server_paths(
 ) -> None:
     invalid = ChatRequest(HELLO.messages, temperature="hot")  # type: ignore[arg-type]
 
-    with pytest.raises(ModelError, match="HTTP 500: 1 validation error") as caught:
+    with pytest.raises(BackendError, match="HTTP 500: 1 validation error") as caught:
         await collect(llm, invalid)
 
     message = str(caught.value)
-    assert not isinstance(caught.value, ModelUnavailable)
+    assert not isinstance(caught.value, BackendUnavailable)
     assert "unable to parse string as a number" in message
     assert "site-packages" not in message and 'File "' not in message
 
@@ -207,7 +206,7 @@ async def test_prompt_over_the_context_window_is_a_model_error(llm: OpenAIChatMo
     # llama_cpp.server answers 200, then ends the body without a single event.
     too_long = ChatRequest([ChatMessage("user", "hello " * 3000)], max_tokens=4)
 
-    with pytest.raises(ModelError, match=r"without \[DONE\]"):
+    with pytest.raises(BackendError, match=r"without \[DONE\]"):
         await collect(llm, too_long)
 
 
@@ -216,7 +215,7 @@ async def test_server_down_is_unavailable_quickly() -> None:
     model = OpenAIChatModel(f"http://127.0.0.1:{free_port()}/v1", "local-llm", retry=FAST_RETRY)
     started = time.monotonic()
 
-    with pytest.raises(ModelUnavailable, match="cannot connect"):
+    with pytest.raises(BackendUnavailable, match="cannot connect"):
         await collect(model)
 
     assert time.monotonic() - started < 2
@@ -257,7 +256,7 @@ async def test_check_lists_served_models(llm: OpenAIChatModel, llama_server: Lla
     await llm.check()
 
     other = OpenAIChatModel(llama_server.url, "gpt-4o")
-    with pytest.raises(ModelError, match="does not serve model 'gpt-4o'; it serves: local-llm"):
+    with pytest.raises(BackendError, match="does not serve model 'gpt-4o'; it serves: local-llm"):
         await other.check()
     await other.aclose()
 
@@ -405,19 +404,19 @@ async def test_reasoning_text_tool_fragments_and_usage() -> None:
 async def test_malformed_chunks_are_model_errors(garbage: str) -> None:
     body = sse(chunk({"content": "Hi"}), garbage)
 
-    with pytest.raises(ModelError, match=r"malformed stream chunk|unexpected chunk shape"):
+    with pytest.raises(BackendError, match=r"malformed stream chunk|unexpected chunk shape"):
         await collect(scripted(replying(body)))
 
 
 async def test_error_event_mid_stream_is_a_model_error() -> None:
     body = sse(chunk({"content": "Hi"}), {"error": {"message": "model overloaded", "type": "x"}})
 
-    with pytest.raises(ModelError, match="error mid-stream: model overloaded"):
+    with pytest.raises(BackendError, match="error mid-stream: model overloaded"):
         await collect(scripted(replying(body)))
 
 
 async def test_stream_without_done_is_a_model_error() -> None:
-    with pytest.raises(ModelError, match=r"without \[DONE\]"):
+    with pytest.raises(BackendError, match=r"without \[DONE\]"):
         await collect(scripted(replying(sse(chunk({"content": "Hi"}), done=False))))
 
 
@@ -426,7 +425,9 @@ async def test_rejected_key_is_masked_in_errors_and_logs(caplog: pytest.LogCaptu
     echo = json.dumps({"error": {"message": f"Incorrect API key provided: {key}."}}).encode()
     caplog.set_level(logging.DEBUG)
 
-    with pytest.raises(ModelError, match=r"HTTP 401: Incorrect API key provided: \*\*\*") as caught:
+    with pytest.raises(
+        BackendError, match=r"HTTP 401: Incorrect API key provided: \*\*\*"
+    ) as caught:
         await collect(scripted(replying(echo, status=401), api_key=key))
 
     assert key not in str(caught.value)
@@ -436,7 +437,7 @@ async def test_rejected_key_is_masked_in_errors_and_logs(caplog: pytest.LogCaptu
 async def test_long_server_messages_are_truncated() -> None:
     shout = json.dumps({"error": {"message": "x" * 5000}}).encode()
 
-    with pytest.raises(ModelError) as caught:
+    with pytest.raises(BackendError) as caught:
         await collect(scripted(replying(shout, status=400)))
 
     assert len(str(caught.value)) < 400

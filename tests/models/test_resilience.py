@@ -13,8 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from agent_server.models.base import ModelError, ModelTimeout, ModelUnavailable
-from agent_server.models.resilience import (
+from agent_server.backends.errors import BackendError, BackendTimeout, BackendUnavailable
+from agent_server.backends.resilience import (
     CircuitBreaker,
     CircuitState,
     ResilientHTTP,
@@ -58,7 +58,7 @@ def test_breaker_opens_after_consecutive_failures(breaker: CircuitBreaker) -> No
 
     assert breaker.state is CircuitState.OPEN
     assert breaker.consecutive_failures == 3
-    with pytest.raises(ModelUnavailable, match=r"circuit open after 3 .*next trial in 10\.0 s"):
+    with pytest.raises(BackendUnavailable, match=r"circuit open after 3 .*next trial in 10\.0 s"):
         breaker.acquire()
 
 
@@ -82,7 +82,7 @@ def test_half_open_admits_one_trial_that_closes_on_success(
     assert breaker.state is CircuitState.HALF_OPEN
 
     breaker.acquire()  # the trial
-    with pytest.raises(ModelUnavailable, match="trial request is in flight"):
+    with pytest.raises(BackendUnavailable, match="trial request is in flight"):
         breaker.acquire()
     breaker.record_success()
 
@@ -234,7 +234,7 @@ async def test_retries_stop_after_the_last_attempt() -> None:
     http = client(sleeps)
 
     async with serve(flaky.app) as url:
-        with pytest.raises(ModelUnavailable, match="flaky: HTTP 502: try later"):
+        with pytest.raises(BackendUnavailable, match="flaky: HTTP 502: try later"):
             await read_all(http, url)
 
     assert flaky.requests == 3
@@ -248,10 +248,10 @@ async def test_other_statuses_are_not_retried(status: int) -> None:
     http = client(sleeps)
 
     async with serve(flaky.app) as url:
-        with pytest.raises(ModelError, match=f"HTTP {status}: try later") as caught:
+        with pytest.raises(BackendError, match=f"HTTP {status}: try later") as caught:
             await read_all(http, url)
 
-    assert not isinstance(caught.value, ModelUnavailable)
+    assert not isinstance(caught.value, BackendUnavailable)
     assert flaky.requests == 1
     assert sleeps.delays == []
     await http.aclose()
@@ -298,15 +298,17 @@ async def test_connect_errors_are_retried_then_unavailable() -> None:
     sleeps = Sleeps()
     http = client(sleeps)
 
-    with pytest.raises(ModelUnavailable, match="cannot connect"):
+    with pytest.raises(BackendUnavailable, match="cannot connect"):
         await read_all(http, url)
 
     assert len(sleeps.delays) == 2
     await http.aclose()
 
 
-@pytest.mark.parametrize(("then", "error"), [("stall", ModelTimeout), ("drop", ModelUnavailable)])
-async def test_no_retry_once_the_first_line_arrived(then: str, error: type[ModelError]) -> None:
+@pytest.mark.parametrize(
+    ("then", "error"), [("stall", BackendTimeout), ("drop", BackendUnavailable)]
+)
+async def test_no_retry_once_the_first_line_arrived(then: str, error: type[BackendError]) -> None:
     flaky, sleeps = Flaky(then=then), Sleeps()
     http = client(sleeps)
     received: list[str] = []
@@ -329,14 +331,14 @@ async def test_open_breaker_stops_retries_and_spares_the_network() -> None:
     http = client(sleeps, retry=RetryPolicy(attempts=5, jitter=0), breaker=breaker)
 
     async with serve(flaky.app) as url:
-        with pytest.raises(ModelUnavailable, match="HTTP 503") as caught:
+        with pytest.raises(BackendUnavailable, match="HTTP 503") as caught:
             await read_all(http, url)
         assert "circuit open" not in str(caught.value)  # the real failure, not the breaker
         assert flaky.requests == 2  # opened after two failures: no third attempt
         assert len(sleeps.delays) == 1  # and no pointless wait before giving up
         assert breaker.state is CircuitState.OPEN
 
-        with pytest.raises(ModelUnavailable, match="circuit open"):
+        with pytest.raises(BackendUnavailable, match="circuit open"):
             await read_all(http, url)
         assert flaky.requests == 2
 
@@ -348,7 +350,7 @@ async def test_get_json_makes_one_attempt() -> None:
     http = client(sleeps)
 
     async with serve(flaky.app) as url:
-        with pytest.raises(ModelUnavailable):
+        with pytest.raises(BackendUnavailable):
             await http.get_json(f"{url}/stream")
 
     assert flaky.requests == 1

@@ -2,26 +2,31 @@ import asyncio
 
 import orjson
 
-from agent_server.runs.eventlog import EventLog
+from agent_server.api.streams import sse_batch
+from agent_server.runs.eventlog import EventLog, RunEvent
+from agent_server.runs.service import Batch
 from protocol import events
 from protocol.framing import parse_sse
 from protocol.versions import WireVersion
 
 
-async def collect(log: EventLog, **options) -> list[list[bytes]]:
+async def collect(log: EventLog, **options) -> list[list[RunEvent]]:
     return [batch async for batch in log.follow(**options)]
 
 
-async def test_frames_carry_run_and_seq_ids_and_replay_from_any_point():
+async def test_events_carry_their_seq_and_replay_from_any_point():
     log = EventLog("t", "run:1")
     log.append(events.run_started("t", "run:1"))
     log.append(events.text_message_start("m"))
     log.append(events.text_message_content("m", "hi"))
     log.close()
     [batch] = await collect(log, after_seq=1)
-    assert [m.id for m in parse_sse(b"".join(batch))] == ["run:1:2", "run:1:3"]
-    [json_batch] = await collect(log, after_seq=2, sse=False)
-    assert orjson.loads(json_batch[0])["delta"] == "hi"
+    assert [event.seq for event in batch] == [2, 3]
+    assert batch[1].event["delta"] == "hi"
+    framed = sse_batch(Batch(log.run_id, batch))
+    assert [m.id for m in parse_sse(framed)] == ["run:1:2", "run:1:3"]
+    [tail] = await collect(log, after_seq=2)
+    assert orjson.loads(tail[0].data)["delta"] == "hi"
 
 
 async def test_legacy_followers_get_downgraded_frames_and_v1_followers_do_not():
@@ -31,8 +36,8 @@ async def test_legacy_followers_get_downgraded_frames_and_v1_followers_do_not():
     log.close()
     [v1] = await collect(log)
     [legacy] = await collect(log, version=WireVersion.LEGACY)
-    assert b'"cancelled"' in v1[1] and b"outcome" not in legacy[1]
-    assert v1[0] is legacy[0]  # unchanged events share their bytes
+    assert b'"cancelled"' in v1[1].data and b"outcome" not in legacy[1].data
+    assert v1[0].data is legacy[0].data  # unchanged events share their bytes
 
 
 async def test_a_burst_is_paced_into_few_writes_and_a_slow_stream_is_not_delayed():

@@ -118,7 +118,7 @@ async def test_bad_starting_points_are_422_and_the_feed_is_for_administrators(ol
 
 def _feed_services(bus: LocalBus, max_lag: float) -> SimpleNamespace:
     settings = SimpleNamespace(keepalive_interval=0.2, admin_feed_max_lag=max_lag)
-    return SimpleNamespace(runs=SimpleNamespace(bus=bus), settings=settings, metrics=Metrics())
+    return SimpleNamespace(bus=bus, settings=settings, metrics=Metrics())
 
 
 async def test_a_reader_that_falls_behind_skips_ahead_with_a_resync_item():

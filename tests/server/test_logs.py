@@ -15,9 +15,9 @@ import httpx
 import orjson
 from websockets.asyncio.client import connect as ws_connect
 
+from agent_server.backends.resilience import RetryPolicy, Timeouts
 from agent_server.config import Settings
 from agent_server.models.ollama import OllamaChatModel
-from agent_server.models.resilience import RetryPolicy, Timeouts
 from agent_server.observability.logs import (
     JsonFormatter,
     TextFormatter,
@@ -162,7 +162,7 @@ async def test_a_run_sends_its_ids_to_the_model_and_the_embedder_and_logs_them(o
     }
     body = run_body()
     handler = Lines(JsonFormatter())
-    logging.getLogger("agent_server.models.resilience").addHandler(handler)
+    logging.getLogger("agent_server.backends.resilience").addHandler(handler)
     try:
         async with (
             citadel(model, **settings) as url,
@@ -173,7 +173,7 @@ async def test_a_run_sends_its_ids_to_the_model_and_the_embedder_and_logs_them(o
                 "/rag/query", json={"query": "roses"}, headers={"X-Request-ID": "req-search-1"}
             )
     finally:
-        logging.getLogger("agent_server.models.resilience").removeHandler(handler)
+        logging.getLogger("agent_server.backends.resilience").removeHandler(handler)
     assert status == 200 and types(events)[-1] == "RUN_FINISHED"
     assert searched.status_code == 200
     # Both attempts at the model, and the run's search, name the request and the run.

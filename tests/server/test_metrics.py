@@ -11,8 +11,8 @@ import httpx
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from agent_server.backends.resilience import RetryPolicy
 from agent_server.models.ollama import OllamaChatModel
-from agent_server.models.resilience import RetryPolicy
 from tests.conftest import citadel, double_model
 from tests.doubles.ollama import DEFAULT_MODEL, ScriptedReply, text_reply, tool_call_reply
 from tests.server.test_access import run_body

@@ -9,9 +9,9 @@ import numpy as np
 import openai
 import pytest
 
+from agent_server.backends.resilience import CircuitBreaker, ResilientHTTP, RetryPolicy, Timeouts
 from agent_server.knowledge.embedders.http import OPENAI, HTTPEmbedder
 from agent_server.knowledge.errors import RetrievalUnavailable
-from agent_server.models.resilience import CircuitBreaker, ResilientHTTP, RetryPolicy, Timeouts
 from tests.conftest import citadel, double_model
 from tests.doubles.ollama import DEFAULT_MODEL, OllamaDouble
 

@@ -11,8 +11,8 @@ import pytest
 from ag_ui_validate.pytest_plugin import assert_valid_agui
 from websockets.asyncio.client import connect as ws_connect
 
+from agent_server.backends.resilience import RetryPolicy, Timeouts
 from agent_server.models.ollama import OllamaChatModel
-from agent_server.models.resilience import RetryPolicy, Timeouts
 from protocol.framing import SSEDecoder, parse_sse, sse_frame
 from protocol.verifier import verify_events
 from protocol.versions import WireVersion

@@ -9,8 +9,8 @@ from agent_server.knowledge.embedders.base import Embedder
 if TYPE_CHECKING:  # the ONNX export imports this package in a venv without the server's deps
     from pydantic import SecretStr
 
+    from agent_server.backends.resilience import ResilientHTTP
     from agent_server.config import Settings
-    from agent_server.models.resilience import ResilientHTTP
 
 
 def create_embedder(settings: Settings) -> Embedder:
@@ -34,7 +34,7 @@ def create_embedder(settings: Settings) -> Embedder:
 def knowledge_client(name: str, api_key: SecretStr | None, settings: Settings) -> ResilientHTTP:
     """The resilient HTTP client of a knowledge-base server (embedder, reranker): the chat
     model's connect timeout and retries, ``CITADEL_EMBED_TIMEOUT`` for a whole answer."""
-    from agent_server.models.resilience import (
+    from agent_server.backends.resilience import (
         CircuitBreaker,
         ResilientHTTP,
         RetryPolicy,

@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from agent_server.backends.errors import BackendError
+from agent_server.backends.resilience import ResilientHTTP
 from agent_server.knowledge.embedders.base import Vectors, normalised
 from agent_server.knowledge.embedders.registry import known_dimensions
 from agent_server.knowledge.errors import RetrievalUnavailable
-from agent_server.models.base import ModelError
-from agent_server.models.resilience import ResilientHTTP
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +92,7 @@ class HTTPEmbedder:
         try:
             answer = await self._http.post_json(self._url, self._dialect.body(self.model, texts))
             rows = self._dialect.vectors(answer)
-        except ModelError as error:
+        except BackendError as error:
             raise RetrievalUnavailable(f"embedder {error}") from None
         except (KeyError, TypeError, ValueError) as error:
             raise RetrievalUnavailable(

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import httpx
 import orjson
 
-from agent_server.models.base import ModelError, ModelTimeout, ModelUnavailable
+from agent_server.backends.errors import BackendError, BackendTimeout, BackendUnavailable
 from agent_server.observability.logs import propagate_ids
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class CircuitBreaker:
     each waiting out its own timeouts.
 
     Closed: calls pass; ``failure_threshold`` consecutive failures open the circuit. Open: calls
-    raise :class:`ModelUnavailable` without touching the network. After ``reset_after`` seconds
+    raise :class:`BackendUnavailable` without touching the network. After ``reset_after`` seconds
     it is half-open: one trial call passes; its success closes the circuit, its failure opens
     it for another ``reset_after``. Every call admitted by :meth:`acquire` must end in exactly
     one of :meth:`record_success`, :meth:`record_failure` or :meth:`release`.
@@ -120,7 +120,7 @@ class CircuitBreaker:
         return self._failures
 
     def acquire(self) -> None:
-        """Admit one call, or raise :class:`ModelUnavailable` if the circuit is open."""
+        """Admit one call, or raise :class:`BackendUnavailable` if the circuit is open."""
         state = self.state
         if state is CircuitState.CLOSED:
             return
@@ -133,7 +133,7 @@ class CircuitBreaker:
             next_try = f"next trial in {wait:.1f} s"
         else:
             next_try = "a trial request is in flight"
-        raise ModelUnavailable(
+        raise BackendUnavailable(
             f"circuit open after {self._failures} consecutive failures ({next_try}); "
             f"last failure: {self._last_failure}"
         )
@@ -199,11 +199,11 @@ class _StatusError(Exception):
         self.retry_after = _retry_after(response)
 
 
-ErrorDescriber = Callable[[int, str], ModelError]
+ErrorDescriber = Callable[[int, str], BackendError]
 
 
-def _model_error(status: int, message: str) -> ModelError:
-    return ModelError(message)
+def _model_error(status: int, message: str) -> BackendError:
+    return BackendError(message)
 
 
 class ResilientHTTP:
@@ -272,7 +272,7 @@ class ResilientHTTP:
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
-            raise ModelError(f"{self.name}: {url} did not return JSON") from None
+            raise BackendError(f"{self.name}: {url} did not return JSON") from None
 
     async def get_json(self, url: str) -> Any:
         """One attempt, no retries: for health checks, which must answer quickly."""
@@ -280,7 +280,7 @@ class ResilientHTTP:
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
-            raise ModelError(f"{self.name}: {url} did not return JSON") from None
+            raise BackendError(f"{self.name}: {url} did not return JSON") from None
 
     async def aclose(self) -> None:
         if self._owns_http:
@@ -308,16 +308,16 @@ class ResilientHTTP:
             try:
                 result = await self._attempt(request, begin)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                error: ModelError = ModelUnavailable(f"{self.name}: cannot connect: {exc!r}")
+                error: BackendError = BackendUnavailable(f"{self.name}: cannot connect: {exc!r}")
                 cause: BaseException = exc
             except TimeoutError as exc:
-                error = ModelTimeout(
+                error = BackendTimeout(
                     f"{self.name}: no response within {self.timeouts.first_byte:g} s"
                 )
                 cause = exc
             except httpx.TransportError as exc:
                 self.breaker.record_failure(repr(exc))
-                raise ModelUnavailable(f"{self.name}: request failed: {exc!r}") from exc
+                raise BackendUnavailable(f"{self.name}: request failed: {exc!r}") from exc
             except _StatusError as exc:
                 message = self.scrub(exc.message)
                 if exc.status not in RETRYABLE_STATUS:
@@ -325,7 +325,7 @@ class ResilientHTTP:
                     raise describe_error(
                         exc.status, f"{self.name}: HTTP {exc.status}: {message}"
                     ) from None
-                error = ModelUnavailable(f"{self.name}: HTTP {exc.status}: {message}")
+                error = BackendUnavailable(f"{self.name}: HTTP {exc.status}: {message}")
                 cause, retry_after = exc, exc.retry_after
             except BaseException:
                 self.breaker.release()
@@ -368,11 +368,13 @@ class ResilientHTTP:
             except StopAsyncIteration:
                 return
             except TimeoutError:
-                raise ModelTimeout(
+                raise BackendTimeout(
                     f"{self.name}: stream stalled, nothing for {self.timeouts.idle:g} s"
                 ) from None
             except httpx.TransportError as exc:
-                raise ModelUnavailable(f"{self.name}: connection lost mid-stream: {exc!r}") from exc
+                raise BackendUnavailable(
+                    f"{self.name}: connection lost mid-stream: {exc!r}"
+                ) from exc
             yield line
 
     def scrub(self, text: str) -> str:
