@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from pydantic.alias_generators import to_camel
 
 from protocol.errors import Refusal
+from protocol.text import PROBLEM, unstorable
 
 # Ids travel in SSE ``id:`` lines and log keys: printable ASCII without spaces.
 _ID_PATTERN = r"^[\x21-\x7e]{1,256}$"
@@ -240,10 +241,16 @@ def parse_json(body: bytes) -> Any:
 
 def parse_run_input(body: bytes | Any, limits: InputLimits = InputLimits()) -> RunAgentInput:
     """Validate a RunAgentInput from raw bytes or already-decoded JSON."""
-    data = parse_json(body) if isinstance(body, bytes | bytearray) else body
+    raw = isinstance(body, bytes | bytearray)
+    data = parse_json(body) if raw else body
     if not isinstance(data, dict):
         raise InputError("invalid_input", "RunAgentInput must be a JSON object")
     _check_counts(data, limits)
+    # From bytes, orjson has refused lone surrogates, and a NUL can only be an escape.
+    if not raw or b"\\u0000" in body:
+        where = unstorable(data)
+        if where is not None:
+            raise InputError("invalid_input", f"{where or 'the body'}: {PROBLEM}")
     try:
         return RunAgentInput.model_validate(data)
     except ValidationError as error:

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 
 import orjson
 
+from protocol.text import unstorable
+
 
 def encode_cursor(*parts: str) -> str:
     """An opaque page cursor holding ``parts``."""
@@ -20,7 +22,7 @@ def decode_cursor(cursor: str, count: int) -> list[str] | None:
         parts = orjson.loads(base64.urlsafe_b64decode(cursor))
     except (binascii.Error, ValueError):  # orjson.JSONDecodeError is a ValueError
         return None
-    if not isinstance(parts, list) or len(parts) != count:
+    if not isinstance(parts, list) or len(parts) != count or unstorable(parts) is not None:
         return None
     return parts if all(isinstance(part, str) for part in parts) else None
 
@@ -39,6 +41,9 @@ def parse_time(text: str) -> datetime | None:
     """An ISO-8601 time, in UTC if it names no offset; None if ``text`` is not one."""
     try:
         value = datetime.fromisoformat(text)
-    except ValueError:
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value.astimezone(UTC)  # a time whose UTC is out of range (year 0 or 10000)
+    except (ValueError, OverflowError):
         return None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return value

@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 STATUS: dict[str, int] = {
     # The request itself
     "invalid_json": 400,
+    "invalid_form": 400,
     "unsupported_media_type": 415,
     "payload_too_large": 413,
     "length_required": 411,
@@ -163,9 +164,16 @@ async def retrieval_handler(request: Request, error: Exception) -> Response:
 
 
 async def http_handler(request: Request, error: Exception) -> Response:
+    """Starlette's and FastAPI's own refusals: unknown routes and methods, unreadable
+    bodies (not UTF-8, broken multipart)."""
     assert isinstance(error, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "invalid_input")
-    response = error_response(code, str(error.detail), dict(error.headers or {}))
+    code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+        error.status_code
+    )
+    if code is None and error.status_code == 400:
+        form = request.headers.get("content-type", "").startswith("multipart/")
+        code = "invalid_form" if form else "invalid_json"
+    response = error_response(code or "invalid_input", str(error.detail), dict(error.headers or {}))
     response.status_code = error.status_code
     return response
 

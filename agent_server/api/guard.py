@@ -75,13 +75,13 @@ class Policy(SecurityBase):
     def __call__(self, connection: HTTPConnection) -> Principal:
         return connection.scope["principal"]
 
-    def refusals(self) -> dict[int | str, dict[str, Any]]:
-        codes = ["unauthorized", "rate_limited", "payload_too_large"]
+    def refusal_codes(self) -> list[str]:
+        codes = ["unauthorized", "rate_limited", "payload_too_large", "invalid_input"]
         if self.admin or self.scope is not None:
             codes.append("forbidden")
         if self.upload:
             codes.append("length_required")
-        return refusals(*codes)
+        return codes
 
 
 class Public:
@@ -108,10 +108,18 @@ def declared_policies(routers: Iterable[APIRouter]) -> list[tuple[BaseRoute, Pol
             if not isinstance(route, APIRoute | APIWebSocketRoute):
                 raise RuntimeError(f"{route!r} is not an API route; declare it on a router")
             policy = _policy_of(route)
-            if isinstance(route, APIRoute) and isinstance(policy, Policy):
-                route.responses = merge_refusals(policy.refusals(), route.responses)
+            if isinstance(route, APIRoute):
+                route.responses = merge_refusals(_refusals(route, policy), route.responses)
             table.append((route, policy))
     return table
+
+
+def _refusals(route: APIRoute, policy: Policy | Public) -> dict[int | str, dict[str, Any]]:
+    """What any route under ``policy`` may answer, and any route that takes a body."""
+    codes = policy.refusal_codes() if isinstance(policy, Policy) else ["payload_too_large"]
+    if route.methods & {"POST", "PUT", "PATCH"}:
+        codes += ["invalid_json", "invalid_input", "unsupported_media_type"]
+    return refusals(*codes)
 
 
 def _policy_of(route: APIRoute | APIWebSocketRoute) -> Policy | Public:
@@ -140,6 +148,9 @@ class Gate:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
+            return
+        if _names_nul(scope):
+            await _deny(scope, receive, send, "invalid_input", "the URL may not contain %00")
             return
         policy = self._policy(scope)
         if isinstance(policy, Policy):
@@ -278,6 +289,11 @@ async def _bounded_body(scope: Scope, receive: Receive, send: Send, upload: bool
         return messages.pop(0) if messages else await receive()
 
     return replay
+
+
+def _names_nul(scope: Scope) -> bool:
+    """A NUL in the path or the query string: no store could keep what it names."""
+    return "\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")
 
 
 def _method(scope: Scope) -> str:

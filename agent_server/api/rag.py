@@ -165,8 +165,10 @@ _INGEST_BODY["requestBody"]["content"]["multipart/form-data"] = {"schema": _UPLO
     status_code=202,
     responses=refusals(
         "invalid_json",
+        "invalid_form",
         "invalid_input",
         "unsupported_media_type",
+        "forbidden",
         "knowledge_base_off",
         "storage_unavailable",
     ),

@@ -51,6 +51,7 @@ from protocol import events
 from protocol.errors import Refusal
 from protocol.events import Event
 from protocol.input import ResumeEntry, RunAgentInput, Tool
+from protocol.text import scrub
 from protocol.transcript import Transcript
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -129,11 +130,14 @@ class _Turn:
         self.by_index: dict[int, _ToolCall] = {}
 
     def feed(self, delta: TextDelta | ReasoningDelta | ToolCallDelta) -> list[Event]:
+        # What a model writes is stored: a stray NUL or half a surrogate pair must not be.
         if isinstance(delta, TextDelta):
-            return self._text(delta.text) if delta.text else []
+            return self._text(scrub(delta.text)) if delta.text else []
         if isinstance(delta, ReasoningDelta):
             # Reasoning after the answer started is not shown.
-            return self._reasoning(delta.text) if delta.text and not self.text_open else []
+            if not delta.text or self.text_open:
+                return []
+            return self._reasoning(scrub(delta.text))
         return self._tool_call(delta)
 
     def close(self) -> list[Event]:
@@ -170,8 +174,9 @@ class _Turn:
             # Our own ids: backends reuse theirs across turns (Ollama numbers them).
             call = self.by_index[delta.index] = _ToolCall(new_id("call"))
             self.calls.append(call)
-        call.name = call.name or delta.name or ""  # some servers repeat the name per fragment
-        call.arguments += delta.arguments
+        call.name = call.name or scrub(delta.name or "")  # some servers repeat it per fragment
+        arguments = scrub(delta.arguments)
+        call.arguments += arguments
         if not call.started and call.name:
             call.started = True
             # Attach to this turn's text, else to the turn's first call, which the client
@@ -181,8 +186,8 @@ class _Turn:
             out.append(events.tool_call_start(call.id, call.name, parent_message_id=parent))
             if call.arguments:
                 out.append(events.tool_call_args(call.id, call.arguments))
-        elif call.started and delta.arguments:
-            out.append(events.tool_call_args(call.id, delta.arguments))
+        elif call.started and arguments:
+            out.append(events.tool_call_args(call.id, arguments))
         return out
 
     def _end_text(self) -> list[Event]:
