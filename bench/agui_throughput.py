@@ -1,8 +1,17 @@
-"""Events per second of one 10,000-delta answer: Citadel vs pydantic-ai vs a bare route.
+"""Events per second of one 10,000-delta answer: Citadel vs pydantic-ai vs a bare route, and
+Citadel vs its own baseline commit and vs Citadel framed by sse-starlette.
 
-The three servers run side by side, each in its own process, read by the same client. Each
-server streams one warm-up answer, which is also validated as an AG-UI 1.0 stream, then the
-measured repetitions are interleaved between servers so that machine noise hits all of them.
+The servers run side by side, each in its own process, read by the same client:
+
+* ``citadel``: this checkout;
+* ``citadel_baseline``: the same server at :data:`bench.baseline.BASELINE_REF` (the
+  Starlette app before the FastAPI move and the run API), from a checkout beside this one;
+* ``citadel_sse_starlette``: this checkout with ``/agui`` framed by sse-starlette;
+* ``pydantic_ai`` and ``bare``: the peers (see :mod:`bench.servers`).
+
+Each server streams one warm-up answer, which is also validated as an AG-UI 1.0 stream, then
+the measured repetitions are interleaved between servers so that machine noise hits all of
+them.
 
 Two scripts for the model: ``burst`` (the whole answer as fast as the model can, without
 yielding to the event loop) and ``tick`` (one event-loop turn per delta, like a backend that
@@ -13,18 +22,23 @@ reads one token per socket read). The bare route writes the same pre-encoded fra
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 from dataclasses import dataclass, field
 
 import psutil
 
+from bench.baseline import checkout
 from bench.client import Stream, check_agui, new_loop, post_sse, run_input
 from bench.servers import running
 
 DELTAS = 10_000
 SCENARIOS = {"burst": f"deltas={DELTAS}", "tick": f"deltas={DELTAS} tick"}
-SERVERS = ("citadel", "pydantic_ai", "bare")
-GOALS = {"pydantic_ai": 3.0, "bare": 0.5}  # citadel at least this many times the other
+SERVERS = ("citadel", "citadel_baseline", "citadel_sse_starlette", "pydantic_ai", "bare")
+# citadel at least this many times the other: the peers' goals, no more than 5 % slower than
+# its baseline, and sse-starlette adopted only if citadel is not more than 10 % faster.
+GOALS = {"pydantic_ai": 3.0, "bare": 0.5, "citadel_baseline": 0.95}
+ADOPTION = {"citadel_sse_starlette": 1.10}  # adopt the other if citadel/other stays below
 
 
 @dataclass
@@ -59,6 +73,16 @@ class ThroughputResult:
             for ratio in [self.ratio(scenario, other)]
         ]
 
+    def adoption(self) -> list[tuple[str, float, float, bool]]:
+        """``(label, citadel/other, threshold, adopt?)``: the other is worth adopting when
+        citadel is not more than the threshold faster."""
+        return [
+            (f"citadel/{other} ({scenario})", ratio, limit, ratio <= limit)
+            for scenario in SCENARIOS
+            for other, limit in ADOPTION.items()
+            for ratio in [self.ratio(scenario, other)]
+        ]
+
 
 def _cpu(process: psutil.Process) -> float:
     times = process.cpu_times()
@@ -75,9 +99,17 @@ def run(repetitions: int = 7) -> ThroughputResult:
     problems: dict[str, list[str]] = {}
     loop = new_loop()
     try:
-        with running("citadel") as a, running("pydantic_ai") as b, running("bare") as c:
-            ports = {"citadel": a.port, "pydantic_ai": b.port, "bare": c.port}
-            processes = {p.kind: psutil.Process(p.pid) for p in (a, b, c)}
+        with contextlib.ExitStack() as stack:
+            old = stack.enter_context(checkout())
+            servers = {
+                "citadel": stack.enter_context(running("citadel")),
+                "citadel_baseline": stack.enter_context(running("citadel", checkout=old)),
+                "citadel_sse_starlette": stack.enter_context(running("citadel_sse_starlette")),
+                "pydantic_ai": stack.enter_context(running("pydantic_ai")),
+                "bare": stack.enter_context(running("bare")),
+            }
+            ports = {name: server.port for name, server in servers.items()}
+            processes = {name: psutil.Process(server.pid) for name, server in servers.items()}
             for server, scenario in plan:  # warm-up, validated
                 stream = loop.run_until_complete(_stream(ports[server], scenario, keep=True))
                 found = check_agui(stream, DELTAS)
@@ -94,7 +126,7 @@ def run(repetitions: int = 7) -> ThroughputResult:
                     measured.rates.append(stream.frames / stream.elapsed)
                     measured.cpu_us.append(cpu / stream.frames * 1e6)
                     measured.busy.append(cpu / stream.elapsed)
-            rss = {kind: process.memory_info().rss for kind, process in processes.items()}
+            rss = {name: process.memory_info().rss for name, process in processes.items()}
     finally:
         loop.close()
     return ThroughputResult(repetitions, series, problems, rss)
@@ -118,6 +150,14 @@ def report(result: ThroughputResult) -> str:
     lines += ["", "| ratio | measured | goal | |", "|---|---:|---:|---|"]
     for label, ratio, goal, met in result.goals():
         lines.append(f"| {label} | {ratio:.2f}x | >= {goal:g}x | {'PASS' if met else 'FAIL'} |")
+    lines += [
+        "",
+        "| candidate | citadel/candidate | adopt if <= | verdict |",
+        "|---|---:|---:|---|",
+    ]
+    for label, ratio, limit, adopt in result.adoption():
+        verdict = "adopt" if adopt else "keep our framing"
+        lines.append(f"| {label} | {ratio:.2f}x | {limit:g}x | {verdict} |")
     lines.append("")
     if result.problems:
         lines += [f"INVALID STREAM {name}: {'; '.join(p)}" for name, p in result.problems.items()]

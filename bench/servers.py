@@ -2,6 +2,9 @@
 
 * ``citadel``: our real app, ``create_app(Settings(...), model=ScriptedModel())``, on the
   in-memory thread store: the runtime's own cost;
+* ``citadel_sse_starlette``: ``citadel`` whose ``/agui`` frames events with sse-starlette's
+  ``EventSourceResponse`` (``sep="\\n"``), one ``ServerSentEvent`` per event, instead of its own
+  framing: the candidate the FastAPI move was measured against;
 * ``citadel_postgres``: the same on Postgres, as deployed: ``BENCH_DATABASE_URL`` or, unset,
   an embedded server under ``BENCH_DATA_DIR`` (:func:`running` makes a fresh one);
 * ``citadel_clerk``: ``citadel`` with Clerk authentication (a PEM from the environment):
@@ -50,7 +53,14 @@ from protocol.events import Event
 from protocol.framing import SSE_HEADERS, SSE_MEDIA_TYPE, encode, event_id, sse_frame
 
 HOST = "127.0.0.1"
-KINDS = ("citadel", "citadel_postgres", "citadel_clerk", "pydantic_ai", "bare")
+KINDS = (
+    "citadel",
+    "citadel_sse_starlette",
+    "citadel_postgres",
+    "citadel_clerk",
+    "pydantic_ai",
+    "bare",
+)
 
 
 def last_user_text(data: dict) -> str:
@@ -79,6 +89,33 @@ def citadel_app(store: str = "memory", **access: object) -> Starlette:
     }
     settings = Settings(**(pinned | access))
     return create_app(settings, model=ScriptedModel())
+
+
+def citadel_sse_starlette_app() -> Starlette:
+    """Citadel with ``/agui`` framed by sse-starlette's ``EventSourceResponse`` (LF
+    separators) instead of its own framing: the same run API, one ServerSentEvent per event."""
+    from fastapi import FastAPI
+    from sse_starlette import EventSourceResponse, ServerSentEvent
+
+    from protocol.input import parse_run_input
+
+    app = citadel_app()
+    assert isinstance(app, FastAPI)
+
+    async def run(request: Request) -> Response:
+        services = request.app.state.services
+        input = parse_run_input(await request.body(), services.input_limits)
+        stream = await services.runs.start("local", input)
+
+        async def framed() -> AsyncIterator[ServerSentEvent]:
+            async for batch in stream:
+                for seq, data in batch.events:
+                    yield ServerSentEvent(data=data.decode(), id=f"{batch.run_id}:{seq}")
+
+        return EventSourceResponse(framed(), sep="\n", ping=15, headers=SSE_HEADERS)
+
+    app.router.routes.insert(0, Route("/agui", run, methods=["POST"]))
+    return app
 
 
 def citadel_postgres_app() -> Starlette:
@@ -187,6 +224,7 @@ def bare_app() -> Starlette:
 
 APPS = {
     "citadel": citadel_app,
+    "citadel_sse_starlette": citadel_sse_starlette_app,
     "citadel_postgres": citadel_postgres_app,
     "citadel_clerk": citadel_clerk_app,
     "pydantic_ai": pydantic_ai_app,
@@ -263,8 +301,10 @@ def running(
     timeout: float = 60.0,
     data_dir: str | None = None,
     env: dict[str, str | None] | None = None,
+    checkout: str | None = None,
 ) -> Iterator[ServerProcess]:
-    """Start ``kind`` in a subprocess, wait until it listens, and always stop it at the end.
+    """Start ``kind`` in a subprocess, wait until it listens, and always stop it at the end;
+    ``checkout``: the folder of another checkout of Citadel to run it from (bench/baseline.py).
 
     ``citadel_postgres`` without ``BENCH_DATABASE_URL`` keeps its embedded database in
     ``data_dir``, or else in a new one each time: earlier runs' rows never weigh on a measure.
@@ -275,7 +315,7 @@ def running(
         if kind == "citadel_postgres" and not server_env.get("BENCH_DATABASE_URL"):
             temporary = stack.enter_context(tempfile.TemporaryDirectory())
             server_env["BENCH_DATA_DIR"] = data_dir or temporary
-        yield from _running(kind, server_env, backlog, profile, gc_tuning, timeout)
+        yield from _running(kind, server_env, backlog, profile, gc_tuning, timeout, checkout)
 
 
 def _running(
@@ -285,12 +325,13 @@ def _running(
     profile: str | None,
     gc_tuning: str | None,
     timeout: float,
+    checkout: str | None,
 ) -> Iterator[ServerProcess]:
     port = free_port()
     command = [sys.executable, "-m", "bench.servers", kind, "--port", str(port)]
     command += ["--backlog", str(backlog)] + (["--profile", profile] if profile else [])
     command += ["--gc-tuning", gc_tuning] if gc_tuning else []
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = checkout or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     # The server's stdout goes to our stderr: stdout is for the summary alone.
     process = subprocess.Popen(command, cwd=root, env=env, stdout=sys.stderr)
     try:
