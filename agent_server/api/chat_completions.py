@@ -213,7 +213,7 @@ async def _answer(
     if body.model == CITADEL_MODEL:
         return await _agent_answer(body, services, owner, thread_id)
     model = services.model
-    if body.model not in (model.model, model.model.removesuffix(":latest")):
+    if body.model.removesuffix(":latest") != model.model.removesuffix(":latest"):
         raise Refusal(
             "model_not_found",
             f"no chat model {body.model!r}; this server has {model.model!r} and {CITADEL_MODEL!r}",
