@@ -75,10 +75,6 @@ def usage_json(usage: Usage) -> dict[str, Any]:
     return found
 
 
-def error_json(error: Refusal) -> dict[str, Any]:
-    return {"error": {"code": error.code, "message": error.message}}
-
-
 # Streamed -------------------------------------------------------------------------------------
 
 
@@ -105,10 +101,8 @@ class ChunkEncoder:
         call: dict[str, Any] = {"index": number}
         if call_id is not None:
             call |= {"id": call_id, "type": "function"}
-        function = {"arguments": delta.arguments}
-        if delta.name:
-            function["name"] = delta.name
-        call["function"] = function
+        name = {"name": delta.name} if delta.name else {}
+        call["function"] = name | {"arguments": delta.arguments}
         return self._prefix + orjson.dumps({"tool_calls": [call]}) + self._open
 
     def finish(self, citations: list[dict[str, Any]] | None) -> bytes:
@@ -149,7 +143,8 @@ async def chunks(
 
 
 def _error_event(error: Refusal) -> bytes:
-    return b"data: " + orjson.dumps(error_json(error)) + b"\n\n"
+    body = {"error": {"code": error.code, "message": error.message}}
+    return b"data: " + orjson.dumps(body) + b"\n\n"
 
 
 # Gathered -------------------------------------------------------------------------------------
