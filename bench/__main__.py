@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from bench import agui_throughput, concurrency, persistence
+from bench import agui_throughput, chat_completions, concurrency, persistence
 
 PACKAGES = ("uvicorn", "uvloop", "httptools", "starlette", "orjson", "pydantic-ai-slim")
 
@@ -150,6 +150,8 @@ def main() -> None:
     load = concurrency.run(args.client_procs)
     print("bench: persistence (citadel on memory and on Postgres) ...", file=sys.stderr, flush=True)
     stored = persistence.run()
+    print("bench: chat completions (citadel vs the model server) ...", file=sys.stderr, flush=True)
+    chat = chat_completions.run()
     knowledge = child_sections(KNOWLEDGE)
     access = child_sections(ACCESS)
     scale_out = child_sections(SCALE_OUT)
@@ -178,6 +180,10 @@ def main() -> None:
                 "## Persistence",
                 "",
                 persistence.report(stored),
+                "",
+                "## OpenAI-compatible chat completions",
+                "",
+                chat_completions.report(chat),
                 "",
                 "## Knowledge base",
                 *knowledge,

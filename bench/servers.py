@@ -11,13 +11,19 @@
   the access layer's cost (bench/auth.py);
 * ``pydantic_ai``: pydantic-ai's AG-UI adapter (``AGUIAdapter.dispatch_request``) over an
   agent whose ``FunctionModel`` plays the same script (:func:`bench.scripted.play`);
+* ``citadel_openai``: ``citadel`` with ``CITADEL_LLM=openai`` on the OpenAI-compatible server
+  at ``BENCH_LLM_URL`` (model ``scripted``): the chat-completions face over a real backend
+  client (bench/chat_completions.py);
+* ``openai_scripted``: an OpenAI-compatible ``/v1/chat/completions`` whose model plays the
+  script of the last user message, streamed as OpenAI streams (role chunk, one chunk per
+  delta, finish chunk, usage chunk, ``[DONE]``);
 * ``bare``: a Starlette route writing pre-encoded frames, the same events and bytes Citadel
   produces for a ``deltas=N`` answer, one ``yield`` per event: what uvicorn+Starlette can do
   (with ``tick``, one event-loop turn before each content frame, as the model would take).
   Paced, stamped and idle scripts are played live with :func:`bench.scripted.play`: the
   baseline for the concurrency and idle-memory measures.
 
-All three run under one uvicorn worker with its default loop and HTTP parser (uvloop and
+All run under one uvicorn worker with its default loop and HTTP parser (uvloop and
 httptools when installed), log level warning, bound to 127.0.0.1.
 """
 
@@ -58,16 +64,19 @@ KINDS = (
     "citadel_sse_starlette",
     "citadel_postgres",
     "citadel_clerk",
+    "citadel_openai",
+    "openai_scripted",
     "pydantic_ai",
     "bare",
 )
+SCRIPTED_MODEL = "scripted"  # the model openai_scripted serves
 
 
 def last_user_text(data: dict) -> str:
     return next((m["content"] for m in reversed(data["messages"]) if m.get("role") == "user"), "")
 
 
-def citadel_app(store: str = "memory", **access: object) -> Starlette:
+def citadel_app(store: str = "memory", scripted: bool = True, **access: object) -> Starlette:
     from agent_server.app import create_app
     from agent_server.config import Settings
 
@@ -88,7 +97,7 @@ def citadel_app(store: str = "memory", **access: object) -> Starlette:
         "rate_requests": "1000000/s",
     }
     settings = Settings(**(pinned | access))
-    return create_app(settings, model=ScriptedModel())
+    return create_app(settings, model=ScriptedModel() if scripted else None)
 
 
 def citadel_sse_starlette_app() -> Starlette:
@@ -131,6 +140,55 @@ def citadel_clerk_app() -> Starlette:
         clerk_jwt_key=os.environ["BENCH_CLERK_JWT_KEY"],
         clerk_authorized_parties=[os.environ["BENCH_CLERK_APP"]],
         rate_auth_failures=os.environ.get("BENCH_AUTH_FAILURES", "60/min"),
+    )
+
+
+def citadel_openai_app() -> Starlette:
+    """Citadel's own OpenAI-compatible backend client on ``BENCH_LLM_URL``."""
+    return citadel_app(
+        scripted=False,
+        llm="openai",
+        llm_url=os.environ["BENCH_LLM_URL"],
+        llm_model=SCRIPTED_MODEL,
+        llm_retries=0,
+    )
+
+
+def openai_scripted_app() -> Starlette:
+    head = {"id": "chatcmpl-scripted", "object": "chat.completion.chunk", "created": 0}
+    prefix = b"data: " + orjson.dumps(head | {"model": SCRIPTED_MODEL})[:-1] + b',"choices":['
+
+    def chunk(delta: dict[str, str], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return prefix + orjson.dumps(choice) + b"]}\n\n"
+
+    token = chunk({"content": "tok "})
+    usage = {"prompt_tokens": 1, "completion_tokens": 0, "total_tokens": 1}
+
+    async def answer(script: Script) -> AsyncIterator[bytes]:
+        yield chunk({"role": "assistant", "content": ""})
+        count = 0
+        async for text in play(script):
+            count += 1
+            yield token if text == "tok " else chunk({"content": text})
+        yield chunk({}, "stop")
+        counted = usage | {"completion_tokens": count, "total_tokens": count + 1}
+        yield prefix + b'],"usage":' + orjson.dumps(counted) + b"}\n\n"
+        yield b"data: [DONE]\n\n"
+
+    async def completions(request: Request) -> Response:
+        script = parse_script(last_user_text(orjson.loads(await request.body())))
+        return StreamingResponse(answer(script), media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
+
+    async def models(request: Request) -> Response:
+        listing = {"object": "list", "data": [{"id": SCRIPTED_MODEL, "object": "model"}]}
+        return Response(orjson.dumps(listing), media_type="application/json")
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", completions, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+        ]
     )
 
 
@@ -227,6 +285,8 @@ APPS = {
     "citadel_sse_starlette": citadel_sse_starlette_app,
     "citadel_postgres": citadel_postgres_app,
     "citadel_clerk": citadel_clerk_app,
+    "citadel_openai": citadel_openai_app,
+    "openai_scripted": openai_scripted_app,
     "pydantic_ai": pydantic_ai_app,
     "bare": bare_app,
 }

@@ -66,7 +66,9 @@ STATUS: dict[str, int] = {
     "storage_unavailable": 503,
     "retrieval_unavailable": 503,
     "model_unavailable": 503,
+    "model_error": 502,  # the model answered, but not usefully
     "timeout": 504,
+    "internal": 500,
 }
 RETRY_AFTER = {"storage_unavailable": "5", "retrieval_unavailable": "5", "unavailable": "5"}
 

@@ -83,6 +83,19 @@ class Usage:
     reasoning_tokens: int | None = None
     cached_input_tokens: int | None = None
 
+    def __add__(self, more: Usage) -> Usage:
+        """Both counts together: a run's model calls, a stream's usage reports."""
+
+        def plus(a: int | None, b: int | None) -> int | None:
+            return None if a is None and b is None else (a or 0) + (b or 0)
+
+        return Usage(
+            self.input_tokens + more.input_tokens,
+            self.output_tokens + more.output_tokens,
+            plus(self.reasoning_tokens, more.reasoning_tokens),
+            plus(self.cached_input_tokens, more.cached_input_tokens),
+        )
+
 
 Delta = TextDelta | ReasoningDelta | ToolCallDelta | Usage
 

@@ -4,7 +4,7 @@ Nothing here knows about HTTP, SSE or WebSockets. A run has two phases:
 
 * :meth:`Agent.prepare` checks everything that can make a request invalid (thread owner,
   unanswered interrupts, tool name clashes) and changes nothing, so a refused request leaves
-  no trace;
+  no trace (:meth:`Agent.prepare_unstored` prepares a run that no store will know of);
 * :meth:`Agent.run` streams the run: answers to interrupts, then model turns and tool calls
   until the model answers, a frontend tool or an approval is needed, or the round limit is hit.
 
@@ -228,11 +228,7 @@ class Agent:
         elif record.owner != owner:
             # Not 403: whether someone else's thread exists is not ours to reveal.
             raise Refusal("thread_not_found", f"no thread {input.thread_id!r}")
-        clashes = sorted(tool.name for tool in input.tools if tool.name in self.tools)
-        if clashes:
-            raise Refusal(
-                "invalid_input", f"tool names reserved by the server: {', '.join(clashes)}"
-            )
+        self._check_tools(input)
         answers = _match_answers(record.pending_interrupts, input.resume)
         previous = None if new_thread else await self.store.get_run(input.thread_id, input.run_id)
         if previous is not None and not any(
@@ -240,7 +236,33 @@ class Agent:
         ):
             # Only a resume may reuse the interrupted run's id, as CopilotKit does.
             raise Refusal("run_exists", f"run {input.run_id!r} already ran on this thread")
+        return self._prepared(
+            input, record, new_thread, previous.last_seq if previous else 0, answers
+        )
 
+    def prepare_unstored(self, input: RunAgentInput, owner: str) -> PreparedRun:
+        """A run on a new thread that no store knows of, for a face that keeps nothing: its
+        history is the input's messages alone, and nothing is loaded or saved."""
+        self._check_tools(input)
+        answers = _match_answers([], input.resume)
+        record = ThreadRecord(input.thread_id, owner, title=_title(input.messages))
+        return self._prepared(input, record, True, 0, answers)
+
+    def _check_tools(self, input: RunAgentInput) -> None:
+        clashes = sorted(tool.name for tool in input.tools if tool.name in self.tools)
+        if clashes:
+            raise Refusal(
+                "invalid_input", f"tool names reserved by the server: {', '.join(clashes)}"
+            )
+
+    def _prepared(
+        self,
+        input: RunAgentInput,
+        record: ThreadRecord,
+        new_thread: bool,
+        previous_seq: int,
+        answers: list[tuple[PendingInterrupt, ResumeEntry]],
+    ) -> PreparedRun:
         transcript = Transcript(record.messages)
         client_messages = merge_history(
             transcript,
@@ -259,7 +281,7 @@ class Agent:
             new_thread=new_thread,
             transcript=transcript,
             client_messages=client_messages,
-            previous_seq=previous.last_seq if previous else 0,
+            previous_seq=previous_seq,
             state=state,
             frontend_tools={tool.name: tool for tool in input.tools},
             answers=answers,
@@ -343,7 +365,7 @@ class Agent:
                 async with contextlib.aclosing(self.model.stream(request)) as deltas:
                     async for delta in deltas:
                         if isinstance(delta, Usage):
-                            prepared.usage = _add_usage(prepared.usage, delta)
+                            prepared.usage += delta
                             continue
                         for event in turn.feed(delta):
                             yield event
@@ -518,18 +540,6 @@ def approval_outcome(pending: list[PendingInterrupt]) -> dict[str, Any]:
             )
             for item in pending
         ]
-    )
-
-
-def _add_usage(total: Usage, more: Usage) -> Usage:
-    def plus(a: int | None, b: int | None) -> int | None:
-        return None if a is None and b is None else (a or 0) + (b or 0)
-
-    return Usage(
-        total.input_tokens + more.input_tokens,
-        total.output_tokens + more.output_tokens,
-        plus(total.reasoning_tokens, more.reasoning_tokens),
-        plus(total.cached_input_tokens, more.cached_input_tokens),
     )
 
 
