@@ -1,4 +1,5 @@
-"""Page cursors: opaque to clients, which hand them back unread."""
+"""Page cursors, opaque to clients, which hand them back unread; and the times that query
+parameters name (``since``, ``until``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import binascii
 from datetime import UTC, datetime
 
 import orjson
+
+from protocol.errors import Refusal
 
 
 def encode_cursor(*parts: str) -> str:
@@ -42,3 +45,16 @@ def parse_time(text: str) -> datetime | None:
     except ValueError:
         return None
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def time_param(name: str, text: str | None) -> datetime | None:
+    """The ISO-8601 time a query parameter names (None when absent); 422 when it names none."""
+    if text is None:
+        return None
+    value = parse_time(text)
+    if value is None:
+        raise Refusal(
+            "invalid_input",
+            f"{name} must be an ISO-8601 time such as 2026-01-31T12:00:00Z (in a URL, + is %2B)",
+        )
+    return value
