@@ -7,7 +7,8 @@ Why it looks the way it does:
   inside inherit both, so every line logged on their behalf, uvicorn's access line included,
   carries them without being passed around.
 - **One handler, two formats.** JSON lines (:class:`JsonFormatter`) for log collectors, the
-  default in production; plain text (:class:`TextFormatter`) for a terminal.
+  default in production; plain text (:class:`TextFormatter`) for a terminal. Each app adds
+  the ring buffer ``GET /admin/logs`` reads (:mod:`~.log_buffer`).
 - **The ids go out too.** :func:`propagate_ids`, an httpx request hook, sends them to the model
   and embedding servers, so their logs can be joined with ours.
 - **Nothing secret.** Only what a call site passes is logged, and no header; and both
