@@ -9,15 +9,28 @@ import logging
 import string
 import sys
 
+import httpx
 import orjson
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import InvalidStatus
 
 from agent_server.config import Settings
 from agent_server.observability.logs import JsonFormatter, TextFormatter, bind_request
 from agent_server.observability.redaction import REDACTED, Redactor, secrets_of
+from bench.servers import free_port
+from tests.auth.support import ISSUER, MACHINE_ID
+from tests.doubles.ollama import DEFAULT_MODEL
+from tests.server.test_access import api_key, run_body
+from tests.server.test_cli import run_cli
+from tests.support.agui import stream
+from tests.support.clerk import APP, PUBLIC_PEM, admin_token, bearer, session_token
+from tests.support.database import isolated_database_url
+from tests.support.processes import citadel_process, clean_env
+from tests.support.waiting import PATIENCE
 
 # Examples ------------------------------------------------------------------------------------
 
@@ -277,3 +290,152 @@ def test_every_configured_value_is_removed_from_any_text(secret, before, after):
     line = embedded(secret, secret, before, after, "", "")
     redacted = Redactor([secret])(line)
     assert secret not in redacted
+
+
+# Proof over real traffic: stderr and the ring buffer of `citadel serve` --------------------
+
+DB_PASSWORD = "db-pass-Zq81xwM4"
+LLM_URL_PASSWORD = "llm-url-pass-Kq71vB"
+EMBED_URL_PASSWORD = "embed-url-pass-Pq19nD"
+RERANK_URL_PASSWORD = "rerank-url-pass-Wq44cJ"
+REDIS_PASSWORD = "redis-pass-Hq23sL"
+CONFIGURED = {  # secret settings without a shape of their own: hidden by their values
+    "CITADEL_LLM_API_KEY": "llm-api-key-Tq55zzR8",
+    "CITADEL_EMBED_API_KEY": "embed-api-key-Yq62aaE1",
+    "CITADEL_RERANK_API_KEY": "rerank-api-key-Uq38bbN6",
+    "QDRANT_API_KEY": "qdrant-api-key-Iq90ddG3",
+    "CLERK_SECRET_KEY": "sk_test_Oq17eeV2clerkSecretKeyValue0123",
+}
+OPAQUE = [  # Clerk's opaque machine tokens and API keys: refused unless checked with Clerk
+    "mt_7Gd2kP9xQ4vL8mN3bR6tY1wZ5cH0jF2s",
+    "m2m_4Hs8dL2pW6qX9nB3vT7yK1zR5cM0gF8a",
+    "oat_9Jk3mN7bV1xC5zQ8wE2rT6yU4iO0pL3s",
+    "ak_2Wq6eR0tY4uI8oP3aS7dF1gH5jK9lZ4x",
+]
+UNKNOWN_KEY = "ctk_Unkn0wnKey-1_" + "uNkNoWn-SeCrEt_" * 2 + "abcdefghijklm"
+
+
+def serve_env(database: str, model_port: int, closed_port: int, data_dir: str) -> dict[str, str]:
+    """``citadel serve`` in production with Clerk tokens, JSON logs at DEBUG, and a secret in
+    every setting that takes one: the chat model and the reranker at a closed port, the
+    embedder on the test double, each URL with a password."""
+    return clean_env(
+        CITADEL_ENV="production",
+        CITADEL_AUTH="clerk",
+        CLERK_ISSUER=ISSUER,
+        CLERK_JWT_KEY=PUBLIC_PEM,
+        CLERK_AUTHORIZED_PARTIES=APP,
+        CLERK_MACHINE_ID=MACHINE_ID,
+        CITADEL_RATE_AUTH_FAILURES="1000/min",
+        CITADEL_LOG_FORMAT="json",
+        CITADEL_LOG_LEVEL="debug",
+        CITADEL_LOG_BUFFER_LINES="100000",
+        CITADEL_DATA_DIR=data_dir,
+        CITADEL_DEMO_DOCS="",
+        CITADEL_RETRIEVAL="off",
+        DATABASE_URL=database.replace("://root@", f"://root:{DB_PASSWORD}@"),
+        CITADEL_LLM="ollama",
+        CITADEL_LLM_URL=f"http://llm:{LLM_URL_PASSWORD}@127.0.0.1:{closed_port}",
+        CITADEL_LLM_MODEL=DEFAULT_MODEL,
+        CITADEL_LLM_RETRIES="1",
+        CITADEL_EMBEDDER="ollama",
+        CITADEL_EMBED_URL=f"http://embedder:{EMBED_URL_PASSWORD}@127.0.0.1:{model_port}",
+        CITADEL_EMBED_MODEL=DEFAULT_MODEL,
+        CITADEL_RERANK_URL=f"http://rerank:{RERANK_URL_PASSWORD}@127.0.0.1:{closed_port}/v1",
+        **CONFIGURED,
+    )
+
+
+async def refused_websocket(url: str) -> int:
+    """The status of the answer to a WebSocket handshake that is refused."""
+    with pytest.raises(InvalidStatus) as refused:
+        async with ws_connect(url):
+            pass
+    return refused.value.response.status_code
+
+
+async def test_no_secret_reaches_stderr_or_the_ring_buffer_while_the_lines_are_kept(
+    ollama, tmp_path
+):
+    port, closed = int(ollama.url.rsplit(":", 1)[1]), free_port()
+    async with isolated_database_url() as database:
+        _, key = await api_key(database, "agents")
+        admin = admin_token()
+        forged = session_token(iss="https://evil.example")
+        bad_tokens = [forged, *OPAQUE, UNKNOWN_KEY, CONFIGURED["CLERK_SECRET_KEY"]]
+        stderr = bytearray()
+        env = serve_env(database, port, closed, str(tmp_path))
+        async with (
+            citadel_process(env, stderr) as (_, url),
+            httpx.AsyncClient(base_url=url, timeout=PATIENCE) as client,
+        ):
+            # Refused credentials, in the header (logged as refused) and in query strings
+            refused = [
+                (await client.get("/threads", headers=bearer(t))).status_code for t in bad_tokens
+            ]
+            for token in bad_tokens:
+                refused.append((await client.get(f"/threads?token={token}")).status_code)
+            socket = await refused_websocket(url.replace("http", "ws") + f"/agui/ws?token={admin}")
+            # An API key at work, also where it should not be: in the query string
+            listed = await client.get(f"/threads?api_key={key}", headers=bearer(key))
+            # The embedder (httpx logs its URL), the chat model and the reranker (retried,
+            # then refused: their URLs are in the errors)
+            embedded = await client.post(
+                "/v1/embeddings",
+                json={"input": "hi", "model": DEFAULT_MODEL},
+                headers=bearer(admin),
+            )
+            run_status, run_events = await stream(client, "/agui", run_body(), bearer(admin))
+            reranked = await client.post(
+                "/v1/rerank", json={"query": "q", "documents": ["d"]}, headers=bearer(admin)
+            )
+            # The configured values, and a database URL, where no pattern would find them
+            values = "&".join(f"v{n}={value}" for n, value in enumerate(CONFIGURED.values()))
+            await client.get(f"/health?{values}&next={env['DATABASE_URL']}")
+            logs = await client.get("/admin/logs", params={"limit": "10000"}, headers=bearer(admin))
+    assert refused == [401] * (2 * len(bad_tokens)) and socket == 401
+    assert listed.status_code == 200 and embedded.status_code == 200
+    assert run_status == 200 and run_events[-1]["code"] == "model_unavailable"
+    assert reranked.status_code == 503 and logs.status_code == 200
+
+    written = stderr.decode()
+    kept = logs.text
+    passwords = [DB_PASSWORD, LLM_URL_PASSWORD, EMBED_URL_PASSWORD, RERANK_URL_PASSWORD]
+    secrets = [*passwords, *CONFIGURED.values(), *bad_tokens, admin, key]
+    for secret in secrets:  # nor its last part: the random part of a key, a JWT's signature
+        for text in (written, kept):
+            assert secret not in text and secret[-16:] not in text
+    expected = [
+        "unauthorized GET /threads from 127.0.0.1: ",
+        '"GET /threads?token=[redacted] HTTP/1.1" 401',
+        '"WebSocket /agui/ws?token=[redacted]" 401',
+        '"GET /threads?api_key=[redacted] HTTP/1.1" 200',
+        f"HTTP Request: POST http://embedder:[redacted]@127.0.0.1:{port}/api/embed",
+        f"ollama at http://llm:[redacted]@127.0.0.1:{closed}: cannot connect",
+        f"reranker at http://rerank:[redacted]@127.0.0.1:{closed}/v1",
+        "/health?v0=[redacted]&v1=[redacted]&v2=[redacted]&v3=[redacted]&v4=[redacted]&next=",
+    ]
+    lines = [orjson.loads(line) for line in written.splitlines()]
+    buffered = logs.json()["lines"]
+    for text in expected:
+        assert any(text in line["message"] for line in lines), text
+        assert any(text in line["message"] for line in buffered), text
+    refusals = [line for line in buffered if line["message"].startswith(expected[0])]
+    assert len(refusals) == 2 * len(bad_tokens)  # in the header, and none but in the query
+
+
+async def test_a_start_that_fails_on_the_database_and_redis_logs_no_password(tmp_path):
+    closed = free_port()
+    env = clean_env(
+        CITADEL_LOG_FORMAT="json",
+        CITADEL_LOG_LEVEL="debug",
+        CITADEL_DATA_DIR=str(tmp_path),
+        CITADEL_DEMO_DOCS="",
+        DATABASE_URL=f"postgresql://citadel:{DB_PASSWORD}@127.0.0.1:{closed}/citadel",
+        REDIS_URL=f"redis://:{REDIS_PASSWORD}@127.0.0.1:{closed}/0",
+    )
+    code, _, stderr = await run_cli("serve", env=env)
+    assert code != 0
+    assert DB_PASSWORD not in stderr and REDIS_PASSWORD not in stderr
+    messages = [orjson.loads(line).get("message", "") for line in stderr.splitlines()]
+    assert any(f"postgresql://citadel@127.0.0.1:{closed}/citadel" in m for m in messages), stderr
