@@ -95,23 +95,19 @@ class JsonFormatter(logging.Formatter):
 
     def fields(self, record: logging.LogRecord) -> dict[str, Any]:
         """The line as plain JSON data, redacted: what :meth:`format` writes."""
-        line: dict[str, Any] = {
-            "time": iso_time(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": _message(record),
-            **current_ids(),
-        }
+        head = {"time": iso_time(record.created), "level": record.levelname, "logger": record.name}
+        told: dict[str, Any] = {"message": _message(record), **current_ids()}
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
+            told["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
-            line["stack"] = self.formatStack(record.stack_info)
+            told["stack"] = self.formatStack(record.stack_info)
         extra = {
             key: value
             for key, value in vars(record).items()
-            if key not in _RECORD_FIELDS and key not in line
+            if key not in _RECORD_FIELDS and key not in head and key not in told
         }
-        return self.redactor.data({**line, **_plain(extra)})
+        # The head is ours; what the call site and the client told us may hold secrets.
+        return head | self.redactor.data((told | _plain(extra)) if extra else told)
 
     def format(self, record: logging.LogRecord) -> str:
         return orjson.dumps(self.fields(record)).decode()
