@@ -15,6 +15,7 @@ from agent_server import __version__
 from agent_server.api import (
     admin,
     admin_events,
+    admin_logs,
     agui,
     chat_completions,
     health,
@@ -30,6 +31,7 @@ from agent_server.api.openapi import DOCS_ASSETS, assets_directory
 from agent_server.config import ConfigError, Settings
 from agent_server.models import create_chat_model
 from agent_server.models.base import ChatModel
+from agent_server.observability.log_buffer import capture_logs
 from agent_server.observability.logs import REQUEST_ID_HEADER
 from agent_server.services import build_tools, start_services
 
@@ -44,6 +46,7 @@ ROUTERS = (
     chat_completions.router,
     admin.router,
     admin_events.router,
+    admin_logs.router,
     health.router,
     openapi.router,
 )
@@ -63,15 +66,17 @@ def create_app(settings: Settings | None = None, *, model: ChatModel | None = No
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        chat_model = model or create_chat_model(settings)
-        services = await start_services(settings, chat_model)
-        app.state.services = services
-        if settings.auth == "off":
-            logger.warning("authentication is OFF: every request acts as the local user")
-        try:
-            yield
-        finally:
-            await services.aclose()
+        with capture_logs(settings) as logs:  # start-up and shut-down lines included
+            app.state.logs = logs
+            chat_model = model or create_chat_model(settings)
+            services = await start_services(settings, chat_model)
+            app.state.services = services
+            if settings.auth == "off":
+                logger.warning("authentication is OFF: every request acts as the local user")
+            try:
+                yield
+            finally:
+                await services.aclose()
 
     policies = declared_policies(ROUTERS)
     app = FastAPI(

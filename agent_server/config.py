@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     log_level: str = "info"
     log_format: Literal["json", "text"] | None = None  # default: json in production, else text
+    log_buffer_lines: int = Field(5000, ge=10, le=100_000)  # kept for GET /admin/logs
 
     # Chat model
     llm: Literal["embedded", "ollama", "openai"] = "embedded"

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from pydantic import Field
 from starlette.responses import Response
 
-from agent_server.api.cursors import decode_dated_cursor, encode_cursor, parse_time
+from agent_server.api.cursors import decode_dated_cursor, encode_cursor, time_param
 from agent_server.api.deps import ServicesDep
 from agent_server.api.errors import refusals
 from agent_server.api.guard import ADMIN
@@ -138,8 +138,8 @@ async def list_runs(
         owner=user,
         thread_id=thread,
         error_code=error_code,
-        since=_time("since", since),
-        until=_time("until", until),
+        since=time_param("since", since),
+        until=time_param("until", until),
     )
     if query.since is not None and query.until is not None and query.since >= query.until:
         raise Refusal("invalid_input", "since must be before until")
@@ -199,18 +199,6 @@ def _statuses(values: list[str]) -> frozenset[RunStatus]:
     except ValueError:
         allowed = ", ".join(RunStatus)
         raise Refusal("invalid_input", f"status must be among {allowed}") from None
-
-
-def _time(name: str, text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    value = parse_time(text)
-    if value is None:
-        raise Refusal(
-            "invalid_input",
-            f"{name} must be an ISO-8601 time such as 2026-01-31T12:00:00Z (in a URL, + is %2B)",
-        )
-    return value
 
 
 def _run_cursor(text: str | None) -> RunCursor | None:

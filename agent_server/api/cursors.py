@@ -1,4 +1,5 @@
-"""Page cursors: opaque to clients, which hand them back unread."""
+"""Page cursors, opaque to clients, which hand them back unread; and the times that query
+parameters name (``since``, ``until``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from datetime import UTC, datetime
 
 import orjson
 
+from protocol.errors import Refusal
 from protocol.text import unstorable
 
 
@@ -46,4 +48,17 @@ def parse_time(text: str) -> datetime | None:
         value.astimezone(UTC)  # a time whose UTC is out of range (year 0 or 10000)
     except (ValueError, OverflowError):
         return None
+    return value
+
+
+def time_param(name: str, text: str | None) -> datetime | None:
+    """The ISO-8601 time a query parameter names (None when absent); 422 when it names none."""
+    if text is None:
+        return None
+    value = parse_time(text)
+    if value is None:
+        raise Refusal(
+            "invalid_input",
+            f"{name} must be an ISO-8601 time such as 2026-01-31T12:00:00Z (in a URL, + is %2B)",
+        )
     return value

@@ -7,10 +7,13 @@ Why it looks the way it does:
   inside inherit both, so every line logged on their behalf, uvicorn's access line included,
   carries them without being passed around.
 - **One handler, two formats.** JSON lines (:class:`JsonFormatter`) for log collectors, the
-  default in production; plain text (:class:`TextFormatter`) for a terminal.
+  default in production; plain text (:class:`TextFormatter`) for a terminal. Each app adds
+  the ring buffer ``GET /admin/logs`` reads (:mod:`~.log_buffer`).
 - **The ids go out too.** :func:`propagate_ids`, an httpx request hook, sends them to the model
   and embedding servers, so their logs can be joined with ours.
-- **Nothing secret.** Only what a call site passes is logged; no header is ever logged.
+- **Nothing secret.** Only what a call site passes is logged, and no header; and both
+  formatters pass every line through a :class:`~.redaction.Redactor`, for what libraries
+  log (httpx's URLs, uvicorn's query strings, exceptions quoting a DSN).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
+
+from agent_server.observability.redaction import Redactor, secrets_of
 
 if TYPE_CHECKING:
     import httpx
@@ -81,40 +86,50 @@ async def propagate_ids(request: httpx.Request) -> None:
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time (UTC), level, logger, message, the bound ids, the
-    exception if any, then the ``extra=`` fields (those JSON cannot hold, by their repr)."""
+    exception if any, then the ``extra=`` fields (those JSON cannot hold, by their repr);
+    secrets redacted by ``redactor`` (the patterns alone by default)."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            **current_ids(),
-        }
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        super().__init__()
+        self.redactor = redactor or Redactor()
+
+    def fields(self, record: logging.LogRecord) -> dict[str, Any]:
+        """The line as plain JSON data, redacted: what :meth:`format` writes."""
+        head = {"time": iso_time(record.created), "level": record.levelname, "logger": record.name}
+        told: dict[str, Any] = {"message": _message(record), **current_ids()}
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
+            told["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
-            line["stack"] = self.formatStack(record.stack_info)
+            told["stack"] = self.formatStack(record.stack_info)
         extra = {
             key: value
             for key, value in vars(record).items()
-            if key not in _RECORD_FIELDS and key not in line
+            if key not in _RECORD_FIELDS and key not in head and key not in told
         }
-        try:
-            return _dumps({**line, **extra})
-        except TypeError:  # orjson refuses some values outright (integers beyond 64 bits)
-            return _dumps({**line, **{key: repr(value) for key, value in extra.items()}})
+        # The head is ours; what the call site and the client told us may hold secrets.
+        return head | self.redactor.data((told | _plain(extra)) if extra else told)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return orjson.dumps(self.fields(record)).decode()
 
 
 class TextFormatter(logging.Formatter):
-    """For a terminal: ``time LEVEL logger [req=… thread=… run=…]: message``."""
+    """For a terminal: ``time LEVEL logger [req=… thread=… run=…]: message``, redacted."""
 
-    def formatMessage(self, record: logging.LogRecord) -> str:
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        super().__init__()
+        self.redactor = redactor or Redactor()
+
+    def format(self, record: logging.LogRecord) -> str:
         head = f"{self.formatTime(record)} {record.levelname} {record.name}"
         ids = " ".join(f"{_TEXT_LABELS[key]}={value}" for key, value in current_ids().items())
-        return f"{head} [{ids}]: {record.message}" if ids else f"{head}: {record.message}"
+        text = f"{head} [{ids}]: " if ids else f"{head}: "
+        text += _message(record)
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        if record.stack_info:
+            text += "\n" + self.formatStack(record.stack_info)
+        return self.redactor(text)
 
 
 def configure_logging(settings: Settings) -> None:
@@ -122,15 +137,42 @@ def configure_logging(settings: Settings) -> None:
     handler at ``CITADEL_LOG_LEVEL``, as JSON lines or text per ``CITADEL_LOG_FORMAT``."""
     handler = logging.StreamHandler(sys.stderr)
     as_json = (settings.log_format or _default_format(settings)) == "json"
-    handler.setFormatter(JsonFormatter() if as_json else TextFormatter())
+    redactor = Redactor(secrets_of(settings))
+    handler.setFormatter(JsonFormatter(redactor) if as_json else TextFormatter(redactor))
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(settings.log_level.upper())
+
+
+def iso_time(created: float) -> str:
+    """A record's time as its lines show it: UTC, to the millisecond."""
+    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def _default_format(settings: Settings) -> str:
     return "json" if settings.env == "production" else "text"
 
 
-def _dumps(line: dict[str, Any]) -> str:
-    return orjson.dumps(line, default=repr, option=orjson.OPT_NON_STR_KEYS).decode()
+def _message(record: logging.LogRecord) -> str:
+    """The record's message; when its arguments do not fit it, the template and the error,
+    rather than logging's own report, which prints the arguments unredacted."""
+    try:
+        return record.getMessage()
+    except Exception as error:  # any argument may break %-formatting
+        return f"{record.msg!s} (arguments do not fit: {type(error).__name__})"
+
+
+def _plain(extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` as plain JSON data, taken now (the objects may change later); what JSON
+    cannot hold, by its repr."""
+    try:
+        return orjson.loads(orjson.dumps(extra, default=repr, option=orjson.OPT_NON_STR_KEYS))
+    except Exception:  # integers beyond 64 bits, a repr that raises
+        return {key: _repr(value) for key, value in extra.items()}
+
+
+def _repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception as error:  # a broken __repr__
+        return f"<{type(value).__name__}: repr failed: {type(error).__name__}>"

@@ -26,13 +26,16 @@ def clean_env(**values: str) -> dict[str, str]:
 
 @asynccontextmanager
 async def citadel_process(
-    env: dict[str, str],
+    env: dict[str, str], stderr: bytearray | None = None
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """A worker, serving once ``/health`` answers; terminated (or already dead) after."""
+    """A worker, serving once ``/health`` answers; terminated (or already dead) after. With
+    ``stderr``, all it writes there is added to it, by the time the block has ended."""
     port = free_port()
+    pipe = None if stderr is None else asyncio.subprocess.PIPE
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agent_server.cli", "serve", "--port", str(port), env=env
+        sys.executable, "-m", "agent_server.cli", "serve", "--port", str(port), env=env, stderr=pipe
     )
+    collected = None if stderr is None else asyncio.create_task(_collect(process, stderr))
     url = f"http://127.0.0.1:{port}"
     try:
         async with asyncio.timeout(60), httpx.AsyncClient() as client:
@@ -47,6 +50,15 @@ async def citadel_process(
         if process.returncode is None:
             process.terminate()
             await asyncio.wait_for(process.wait(), 30)
+        if collected is not None:
+            await asyncio.wait_for(collected, 30)
+
+
+async def _collect(process: asyncio.subprocess.Process, into: bytearray) -> None:
+    """Read the pipe as it fills (a full pipe would stall the process) until it closes."""
+    assert process.stderr is not None
+    while chunk := await process.stderr.read(65536):
+        into += chunk
 
 
 @asynccontextmanager
