@@ -80,7 +80,8 @@ async def _database(settings: Settings) -> str:
         return "in memory: nothing survives a restart (unset CITADEL_STORE to keep threads)"
     from agent_server.db_cli import one_connection
     from agent_server.store.migrations import status
-    from agent_server.store.postgres import DatabaseUnavailable, redact
+    from agent_server.store.postgres import DatabaseUnavailable
+    from agent_server.urls import redact_url
 
     fix = "start Postgres, or check DATABASE_URL (unset it to use the embedded Postgres)"
     try:
@@ -90,7 +91,7 @@ async def _database(settings: Settings) -> str:
         raise DoctorProblem(str(error), fix) from None
     pending = sum(item.applied_at is None for item in migrations)
     where = (
-        redact(settings.database_url.get_secret_value())
+        redact_url(settings.database_url.get_secret_value())
         if settings.database_url
         else f"embedded, under {settings.data_dir}"
     )

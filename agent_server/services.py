@@ -40,6 +40,7 @@ from agent_server.store.api_keys import ApiKeyStore, MemoryApiKeyStore
 from agent_server.store.base import Actor, StorageUnavailable, ThreadStore
 from agent_server.store.documents import DocumentStore, IngestJob
 from agent_server.store.memory import MemoryDocumentStore, MemoryThreadStore
+from agent_server.urls import redact_url
 from protocol.input import InputLimits
 
 if TYPE_CHECKING:
@@ -298,7 +299,9 @@ def _announcer(bus: EventBus) -> Callable[[IngestJob], Awaitable[None]]:
 def open_reranker(settings: Settings, resources: contextlib.AsyncExitStack) -> Reranker | None:
     if not settings.rerank_url:
         return None
-    http = knowledge_client(f"reranker at {settings.rerank_url}", settings.rerank_api_key, settings)
+    http = knowledge_client(
+        f"reranker at {redact_url(settings.rerank_url)}", settings.rerank_api_key, settings
+    )
     reranker = Reranker(settings.rerank_url, settings.rerank_model, http)
     resources.push_async_callback(reranker.aclose)
     return reranker

@@ -29,6 +29,7 @@ import orjson
 
 from agent_server.backends.errors import BackendError, BackendTimeout, BackendUnavailable
 from agent_server.observability.logs import propagate_ids
+from agent_server.urls import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +273,7 @@ class ResilientHTTP:
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
-            raise BackendError(f"{self.name}: {url} did not return JSON") from None
+            raise BackendError(f"{self.name}: {redact_url(url)} did not return JSON") from None
 
     async def get_json(self, url: str) -> Any:
         """One attempt, no retries: for health checks, which must answer quickly."""
@@ -280,7 +281,7 @@ class ResilientHTTP:
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
-            raise BackendError(f"{self.name}: {url} did not return JSON") from None
+            raise BackendError(f"{self.name}: {redact_url(url)} did not return JSON") from None
 
     async def aclose(self) -> None:
         if self._owns_http:

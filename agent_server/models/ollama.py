@@ -35,6 +35,7 @@ from agent_server.models.base import (
     Usage,
 )
 from agent_server.models.openai import function_tool
+from agent_server.urls import redact_url
 
 
 class OllamaChatModel:
@@ -71,7 +72,7 @@ class OllamaChatModel:
         self.options = dict(options or {})
         self.breaker = breaker or CircuitBreaker()
         self._http = ResilientHTTP(
-            f"ollama at {self.base_url}",
+            f"ollama at {redact_url(self.base_url)}",
             timeouts=timeouts,
             retry=retry,
             breaker=self.breaker,

@@ -30,6 +30,7 @@ from agent_server.models.base import (
     ToolSpec,
     Usage,
 )
+from agent_server.urls import redact_url
 
 _CHOICE_KEYWORDS = ("auto", "none", "required")
 
@@ -61,7 +62,7 @@ class OpenAIChatModel:
         self.base_url = base_url.rstrip("/")
         self.breaker = breaker or CircuitBreaker()
         self._http = ResilientHTTP(
-            f"openai-compatible server at {self.base_url}",
+            f"openai-compatible server at {redact_url(self.base_url)}",
             timeouts=timeouts,
             retry=retry,
             breaker=self.breaker,

@@ -16,25 +16,11 @@ import asyncpg
 import orjson
 
 from agent_server.store.base import Actor, StorageUnavailable
+from agent_server.urls import redact_url
 
 
 class DatabaseUnavailable(StorageUnavailable):
     """Postgres cannot be used at the configured URL; the message says what to check."""
-
-
-def redact(url: str) -> str:
-    """``url`` without its password (in the user info or the query), safe to show and log."""
-    parts = urllib.parse.urlsplit(url)
-    userinfo, at, hosts = parts.netloc.rpartition("@")
-    netloc = f"{userinfo.partition(':')[0]}@{hosts}" if at else hosts
-    query = [
-        (key, value)
-        for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-        if key != "password"
-    ]
-    return urllib.parse.urlunsplit(
-        parts._replace(netloc=netloc, query=urllib.parse.urlencode(query, safe="/"))
-    )
 
 
 _CONNECT_ERRORS = (OSError, TimeoutError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError)
@@ -101,7 +87,7 @@ def _explain(url: str, error: BaseException) -> str:
         hint = "nothing accepted the connection; check that Postgres runs at that host and port"
     else:
         hint = "check DATABASE_URL and the server's log"
-    return f"cannot use Postgres at {redact(url)}: {detail} ({hint})"
+    return f"cannot use Postgres at {redact_url(url)}: {detail} ({hint})"
 
 
 # Errors and audit shared by the stores ------------------------------------------------------

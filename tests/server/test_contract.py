@@ -16,8 +16,10 @@ from agent_server.api.errors import STATUS
 from agent_server.api.guard import CALLER, declared_policies
 from agent_server.app import ROUTERS
 from agent_server.auth.principals import Principal
+from agent_server.backends.resilience import RetryPolicy, Timeouts
+from agent_server.models.ollama import OllamaChatModel
 from tests.conftest import citadel, double_model
-from tests.doubles.ollama import ScriptedReply, text_reply
+from tests.doubles.ollama import DEFAULT_MODEL, ScriptedReply, text_reply
 from tests.support.agui import new_id, run_input, stream, user
 from tests.support.database import isolated_database_url
 
@@ -206,3 +208,21 @@ async def test_an_id_that_json_allows_but_a_header_cannot_carry_is_refused(ollam
         body["runId"] = "run\u0000id"
         response = await client.post(f"{url}/agui", content=orjson.dumps(body))
     assert response.status_code == 422 and "runId" in response.json()["error"]["message"]
+
+
+async def test_a_backend_url_password_never_reaches_the_client_or_the_run_history(
+    ollama, unused_tcp_port
+):
+    model = OllamaChatModel(
+        f"http://citadel:hunter2-secret@127.0.0.1:{unused_tcp_port}",
+        DEFAULT_MODEL,
+        retry=RetryPolicy(attempts=1),
+        timeouts=Timeouts(connect=2, first_byte=5, idle=5),
+    )
+    async with citadel(model) as url, httpx.AsyncClient() as client:
+        status, events = await stream(client, f"{url}/agui", run_input(new_id("t"), new_id("r")))
+        runs = (await client.get(f"{url}/admin/runs")).text
+    assert status == 200 and events[-1]["type"] == "RUN_ERROR"
+    assert events[-1]["code"] == "model_unavailable"
+    assert "127.0.0.1" in events[-1]["message"]  # where it failed is still said
+    assert "hunter2" not in orjson.dumps(events).decode() and "hunter2" not in runs

@@ -33,7 +33,8 @@ from agent_server.store.migrations import (
     status,
     upgrade,
 )
-from agent_server.store.postgres import DatabaseUnavailable, open_pool, redact
+from agent_server.store.postgres import DatabaseUnavailable, open_pool
+from agent_server.urls import redact_url
 from tests.support.database import embedded_server, with_query
 
 REPO = Path(__file__).parents[2]
@@ -86,7 +87,7 @@ def threads_sql() -> str:
     ],
 )
 def test_redact_drops_only_the_password(url: str, shown: str) -> None:
-    assert redact(url) == shown
+    assert redact_url(url) == shown
 
 
 # -- the pool ------------------------------------------------------------------------------
@@ -163,7 +164,7 @@ async def test_unusable_url_fails_at_once_without_the_password(
     with pytest.raises(DatabaseUnavailable) as caught:
         await pool_for(url, connect_timeout=0.5)
     message = str(caught.value)
-    assert redact(url) in message and hint in message
+    assert redact_url(url) in message and hint in message
     assert SECRET not in message and SECRET not in caplog.text
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
 

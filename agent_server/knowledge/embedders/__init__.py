@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from agent_server.knowledge.embedders.base import Embedder
+from agent_server.urls import redact_url
 
 if TYPE_CHECKING:  # the ONNX export imports this package in a venv without the server's deps
     from pydantic import SecretStr
@@ -24,7 +25,7 @@ def create_embedder(settings: Settings) -> Embedder:
     assert settings.embed_url and settings.embed_model  # Settings.problems() guarantees both
     dialect = OLLAMA if settings.embedder == "ollama" else OPENAI
     http = knowledge_client(
-        f"{dialect.provider} at {settings.embed_url}", settings.embed_api_key, settings
+        f"{dialect.provider} at {redact_url(settings.embed_url)}", settings.embed_api_key, settings
     )
     return HTTPEmbedder(
         dialect, settings.embed_url, settings.embed_model, http, settings.embed_batch_size

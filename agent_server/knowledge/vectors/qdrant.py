@@ -37,6 +37,7 @@ from agent_server.knowledge.vectors.base import (
     SearchRequest,
     SparseVector,
 )
+from agent_server.urls import redact_url
 
 DEFAULT_TIMEOUT = 5.0  # seconds for any one call, connecting included
 HNSW_EF = 128
@@ -208,7 +209,9 @@ class QdrantVectorStore:
             reason = str(exc) or type(exc).__name__
             if self._api_key:
                 reason = reason.replace(self._api_key, "***")
-            raise RetrievalUnavailable(f"Qdrant at {self.url} is unavailable: {reason}") from exc
+            raise RetrievalUnavailable(
+                f"Qdrant at {redact_url(self.url)} is unavailable: {reason}"
+            ) from exc
 
 
 def qdrant_filter(filter: SearchFilter | None) -> models.Filter | None:
