@@ -15,6 +15,9 @@ LLAMA_STAMP := $(WHEEL_CACHE)/.llama-cpp-python-$(LLAMA_VERSION)-portable
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check \
 	--find-links $(WHEEL_CACHE) -c requirements.lock
 NODE_HARNESS := tests/node
+# Headless Chromium for browser tests: Debian's (156.x, driven by playwright-core 1.64.x with
+# executablePath); Playwright never downloads a browser of its own.
+CHROMIUM := /usr/bin/chromium
 # The embedded embedder's model: all-MiniLM-L6-v2 exported to ONNX once, in a build venv with
 # torch (CPU wheel), checked against sentence-transformers. The server venv needs neither.
 EMBED_MODEL_DIR ?= $(HOME)/.cache/citadel/models/all-minilm-l6-v2-onnx
@@ -31,7 +34,7 @@ EXPORT_PACKAGES := torch==2.13.0 onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.3
 run: $(VENV)/.installed
 	$(BIN)/citadel serve
 
-test: $(VENV)/.installed $(NODE_HARNESS)/node_modules/.installed
+test: $(VENV)/.installed $(NODE_HARNESS)/node_modules/.installed $(CHROMIUM)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
@@ -39,7 +42,7 @@ test: $(VENV)/.installed $(NODE_HARNESS)/node_modules/.installed
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench
 
-setup: $(VENV)/.installed $(NODE_HARNESS)/node_modules/.installed
+setup: $(VENV)/.installed $(NODE_HARNESS)/node_modules/.installed $(CHROMIUM)
 
 lint:
 	$(BIN)/ruff check .
@@ -79,8 +82,13 @@ $(VENV)/.installed-bench: $(VENV)/.installed
 	touch $@
 
 $(NODE_HARNESS)/node_modules/.installed: $(NODE_HARNESS)/package-lock.json
-	cd $(NODE_HARNESS) && npm ci --no-audit --no-fund --loglevel=error
+	cd $(NODE_HARNESS) && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund \
+		--loglevel=error
 	touch $@
+
+$(CHROMIUM):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 clean:
 	rm -rf $(VENV) $(NODE_HARNESS)/node_modules .pytest_cache .ruff_cache

@@ -20,6 +20,7 @@ from agent_server.backends.resilience import RetryPolicy, Timeouts
 from agent_server.models.ollama import OllamaChatModel
 from tests.conftest import citadel, double_model
 from tests.doubles.ollama import DEFAULT_MODEL, ScriptedReply, text_reply
+from tests.support import node
 from tests.support.agui import new_id, run_input, stream, user
 from tests.support.database import isolated_database_url
 
@@ -226,3 +227,14 @@ async def test_a_backend_url_password_never_reaches_the_client_or_the_run_histor
     assert events[-1]["code"] == "model_unavailable"
     assert "127.0.0.1" in events[-1]["message"]  # where it failed is still said
     assert "hunter2" not in orjson.dumps(events).decode() and "hunter2" not in runs
+
+
+@pytest.mark.node
+async def test_the_docs_page_renders_every_operation_in_chromium_with_no_network(ollama):
+    async with citadel(double_model(ollama)) as url, httpx.AsyncClient() as client:
+        document = (await client.get(f"{url}/openapi.json")).json()
+        report = await node.docs_page(f"{url}/docs")
+    operations = sum(len(methods) for methods in document["paths"].values())
+    assert report["offHost"] == [] and report["failed"] == []
+    assert report["operations"] == operations
+    assert "/agui" in [title.replace("\u200b", "") for title in report["titles"]]

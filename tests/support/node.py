@@ -40,3 +40,9 @@ async def replay(client: str, *recordings: Path) -> dict[str, Any]:
     for recording in recordings:
         args += ["--file", str(recording)]
     return await _node(*args)
+
+
+async def docs_page(url: str) -> dict[str, Any]:
+    """Open ``url`` in Debian's Chromium with everything off 127.0.0.1 refused; the report
+    of tests/node/docs_page.mjs."""
+    return await _node("docs_page.mjs", url)
