@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None, *, model: ChatModel | None = No
     settings = settings or Settings()
     problems = settings.problems()
     if problems:
-        raise ConfigError("; ".join(problems))
+        raise ConfigError(*problems)
     build_tools(settings)  # a configuration error stops us here, before the lifespan
 
     @contextlib.asynccontextmanager

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from agent_server.config import ConfigError, Settings
+from agent_server.config import ConfigError, read_settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,20 +79,25 @@ def main(argv: list[str] | None = None) -> int:
 
             return asyncio.run(
                 run_ingest(
-                    args.paths, Settings(), knowledge_base=args.kb, tags=args.tag, prune=args.prune
+                    args.paths,
+                    read_settings(),
+                    knowledge_base=args.kb,
+                    tags=args.tag,
+                    prune=args.prune,
                 )
             )
         if args.command == "db":
             from agent_server.db_cli import run_db_command
 
-            return asyncio.run(run_db_command(args.action, Settings()))
+            return asyncio.run(run_db_command(args.action, read_settings()))
         if args.command == "keys":
             from agent_server.keys_cli import run_keys_command
 
-            return asyncio.run(run_keys_command(args, Settings()))
+            return asyncio.run(run_keys_command(args, read_settings()))
         return _verify(args.file, args.legacy)
     except ConfigError as error:
-        print(f"configuration error: {error}", file=sys.stderr)
+        for problem in error.problems:
+            print(f"configuration error: {problem}", file=sys.stderr)
         return 2
 
 
@@ -111,7 +116,7 @@ def _serve(host: str | None, port: int | None) -> int:
     from agent_server.observability.logs import configure_logging
 
     overrides = {key: value for key, value in (("host", host), ("port", port)) if value}
-    settings = Settings(**overrides)
+    settings = read_settings(**overrides)
     configure_logging(settings)
     app = create_app(settings)
     tune_garbage_collector()
@@ -128,7 +133,7 @@ def _serve(host: str | None, port: int | None) -> int:
 async def _chat(question: str, url: str | None, thread: str | None) -> int:
     from protocol.framing import parse_sse_stream
 
-    settings = Settings()
+    settings = read_settings()
     base = (url or f"http://{settings.host}:{settings.port}").rstrip("/")
     body = {
         "threadId": thread or f"cli_{uuid.uuid4().hex}",
