@@ -1,5 +1,5 @@
-"""``citadel``: serve, chat with a running server, check the setup, ingest documents, manage
-the database, verify a recorded stream."""
+"""``citadel``: serve, chat with a running server, check the setup, show the configuration,
+ingest documents, manage the database, verify a recorded stream."""
 
 from __future__ import annotations
 
@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     chat.add_argument("--thread", default=None, help="continue this thread id")
 
     commands.add_parser("doctor", help="check the configuration and every configured backend")
+
+    config = commands.add_parser("config", help="the configuration")
+    config_actions = config.add_subparsers(dest="action", required=True)
+    config_actions.add_parser("show", help="the effective configuration, secrets masked")
 
     ingest = commands.add_parser("ingest", help="add files or folders to the knowledge base")
     ingest.add_argument("paths", nargs="+", type=Path, metavar="PATH")
@@ -74,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
             from agent_server.doctor import run_doctor
 
             return asyncio.run(run_doctor())
+        if args.command == "config":
+            from agent_server.config_cli import show_config
+
+            return show_config(read_settings())
         if args.command == "ingest":
             from agent_server.ingest_cli import run_ingest
 
