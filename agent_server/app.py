@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.staticfiles import StaticFiles
 
 from agent_server import __version__
@@ -22,6 +21,7 @@ from agent_server.api import (
     rag,
     threads,
 )
+from agent_server.api.cors import ReloadableCORS
 from agent_server.api.errors import HANDLERS
 from agent_server.api.guard import Gate, declared_policies
 from agent_server.api.middleware import MetricsMiddleware, RequestIdMiddleware
@@ -29,7 +29,6 @@ from agent_server.api.openapi import DOCS_ASSETS, assets_directory
 from agent_server.config import ConfigError, Settings
 from agent_server.models import create_chat_model
 from agent_server.models.base import ChatModel
-from agent_server.observability.logs import REQUEST_ID_HEADER
 from agent_server.services import build_tools, start_services
 
 logger = logging.getLogger("citadel")
@@ -77,7 +76,12 @@ def create_app(settings: Settings | None = None, *, model: ChatModel | None = No
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        middleware=[*_middleware(settings), Middleware(Gate, policies=policies)],
+        middleware=[
+            Middleware(ReloadableCORS),  # outermost: preflights and refusals get CORS headers too
+            Middleware(RequestIdMiddleware),  # outside the rest: refusals carry the id too
+            Middleware(MetricsMiddleware),
+            Middleware(Gate, policies=policies),
+        ],
         exception_handlers=HANDLERS,  # type: ignore[arg-type]
         openapi_url=None,  # served below, with the models read by hand
         docs_url=None,  # served below, from an installed package: no CDN
@@ -87,24 +91,3 @@ def create_app(settings: Settings | None = None, *, model: ChatModel | None = No
         app.include_router(router)
     app.mount(DOCS_ASSETS, StaticFiles(directory=assets_directory()), name="docs-assets")
     return app
-
-
-def _middleware(settings: Settings) -> list[Middleware]:
-    middleware = []
-    if settings.cors_origins:  # outermost: preflights and refusals get CORS headers too
-        middleware.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=settings.cors_origins,
-                allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
-                allow_headers=["Authorization", "Content-Type", "Last-Event-ID", REQUEST_ID_HEADER],
-                # Bearer tokens need no credentials mode; the session cookie does.
-                allow_credentials=settings.clerk_accept_cookie and "*" not in settings.cors_origins,
-                expose_headers=["Retry-After", "WWW-Authenticate", "Location", REQUEST_ID_HEADER],
-            )
-        )
-    return [
-        *middleware,
-        Middleware(RequestIdMiddleware),  # outside the rest: refusals carry the id too
-        Middleware(MetricsMiddleware),
-    ]

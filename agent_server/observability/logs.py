@@ -123,9 +123,15 @@ def configure_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
     as_json = (settings.log_format or _default_format(settings)) == "json"
     handler.setFormatter(JsonFormatter() if as_json else TextFormatter())
-    root = logging.getLogger()
-    root.handlers = [handler]
-    root.setLevel(settings.log_level.upper())
+    logging.getLogger().handlers = [handler]
+    set_log_level(settings.log_level)
+
+
+def set_log_level(level: str) -> None:
+    """Records below ``level`` are dropped, uvicorn's too (it gives its loggers their own
+    level at start); a configuration reload calls this."""
+    for name in ("", "uvicorn.error", "uvicorn.access", "uvicorn.asgi"):
+        logging.getLogger(name).setLevel(level.upper())
 
 
 def _default_format(settings: Settings) -> str:
