@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
 from starlette.middleware import Middleware
@@ -13,6 +13,7 @@ from starlette.staticfiles import StaticFiles
 from agent_server import __version__
 from agent_server.api import (
     admin,
+    admin_config,
     admin_events,
     agui,
     health,
@@ -26,9 +27,10 @@ from agent_server.api.errors import HANDLERS
 from agent_server.api.guard import Gate, declared_policies
 from agent_server.api.middleware import MetricsMiddleware, RequestIdMiddleware
 from agent_server.api.openapi import DOCS_ASSETS, assets_directory
-from agent_server.config import ConfigError, Settings
+from agent_server.config import ConfigError, Settings, read_settings
 from agent_server.models import create_chat_model
 from agent_server.models.base import ChatModel
+from agent_server.reload.control import Reloads
 from agent_server.services import build_tools, start_services
 
 logger = logging.getLogger("citadel")
@@ -40,6 +42,7 @@ ROUTERS = (
     rag.router,
     openai_compat.router,
     admin.router,
+    admin_config.router,
     admin_events.router,
     health.router,
     openapi.router,
@@ -50,9 +53,17 @@ and OpenAI-compatible faces. Every error is `{"error": {"code", "message"}}` wit
 `code`; streams that fail after their first byte end with `RUN_ERROR` and a `code`."""
 
 
-def create_app(settings: Settings | None = None, *, model: ChatModel | None = None) -> FastAPI:
-    """The ASGI app. ``model`` replaces the configured chat backend (benchmarks, embedding)."""
-    settings = settings or Settings()
+def create_app(
+    settings: Settings | None = None,
+    *,
+    model: ChatModel | None = None,
+    load: Callable[[], Settings] = read_settings,
+    sighup: bool = False,
+) -> FastAPI:
+    """The ASGI app. ``model`` replaces the configured chat backend (benchmarks, embedding).
+    ``load`` reads the settings again for a configuration reload (and first, without
+    ``settings``); ``sighup``: SIGHUP reloads too (one app per process: ``citadel serve``)."""
+    settings = settings or load()
     problems = settings.problems()
     if problems:
         raise ConfigError(*problems)
@@ -63,12 +74,18 @@ def create_app(settings: Settings | None = None, *, model: ChatModel | None = No
         chat_model = model or create_chat_model(settings)
         services = await start_services(settings, chat_model)
         app.state.services = services
+        reloads = app.state.reloads = Reloads(services, load)
         if settings.auth == "off":
             logger.warning("authentication is OFF: every request acts as the local user")
         try:
+            reloads.start(sighup=sighup)
             yield
         finally:
-            await services.aclose()
+            await reloads.stop()
+            try:
+                await services.aclose()
+            finally:
+                await reloads.aclose()
 
     policies = declared_policies(ROUTERS)
     app = FastAPI(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import sys
 import uuid
@@ -124,9 +125,10 @@ def _serve(host: str | None, port: int | None) -> int:
     from agent_server.observability.logs import configure_logging
 
     overrides = {key: value for key, value in (("host", host), ("port", port)) if value}
-    settings = read_settings(**overrides)
+    load = functools.partial(read_settings, **overrides)  # a reload keeps the command line's
+    settings = load()
     configure_logging(settings)
-    app = create_app(settings)
+    app = create_app(settings, load=load, sighup=True)
     tune_garbage_collector()
     uvicorn.run(
         app,
