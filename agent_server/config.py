@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     feed_length: int = Field(100_000, ge=100)  # feed entries kept (Redis trims about there)
     claim_lease: float = Field(15.0, gt=0)  # a dead worker's threads are free after this
     admin_feed_max_lag: float = Field(5.0, gt=0)  # a reader further behind skips ahead
+    # Where configuration reloads reach every worker (pub/sub ignores the database number:
+    # deployments sharing a Redis need a channel each).
+    reload_channel: str = Field("citadel:config-reload", min_length=1)
 
     # Thread store
     store: Literal["postgres", "memory"] = "postgres"  # memory: nothing survives the process

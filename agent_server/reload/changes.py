@@ -7,7 +7,7 @@ other setting needs a restart, because it shapes something that lives as long as
 
 - where the server listens and keeps data: ``CITADEL_HOST``/``PORT``, ``CITADEL_DATA_DIR``;
 - the stores and the shared spine: ``DATABASE_URL``, ``CITADEL_STORE``, ``CITADEL_DB_*``,
-  ``REDIS_URL``, ``QDRANT_*``, the event and claim timings, the feed;
+  ``REDIS_URL``, ``QDRANT_*``, the event and claim timings, the feed, the reload channel;
 - what is stored in which shape: the embedder kind, model and precision name the vector
   collections, the chunking and hybrid search decide what ingestion writes, the knowledge base
   the tools use, the embedding cache; a retrieval policy switched to or from ``off`` opens or

@@ -1,9 +1,9 @@
 """POST /admin/config/reload and SIGHUP: the configuration file is read again and what can
 change live is put in force at once; an invalid file changes nothing; settings that need a
-restart are named, not applied; every reload is audited.
+restart are named, not applied; every reload is audited; with Redis every worker reloads.
 
-Servers are real (uvicorn on loopback, `citadel serve` processes, the real Postgres); the
-chat model is the Ollama backend on OllamaDouble (a TEST DOUBLE: no Ollama
+Servers are real (uvicorn on loopback, the real Postgres, the real Redis for two worker
+processes); the chat model is the Ollama backend on OllamaDouble (a TEST DOUBLE: no Ollama
 server runs here)."""
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ from tests.doubles.ollama import (
 from tests.support.agui import new_id, run_input, stream, types
 from tests.support.clerk import APP, admin_token, bearer, clerk_settings, session_token
 from tests.support.database import isolated_database_url
-from tests.support.processes import citadel_process, clean_env
+from tests.support.processes import citadel_process, clean_env, two_workers
+from tests.support.redis import empty_redis
 from tests.support.servers import serve
 from tests.support.waiting import eventually
 
@@ -48,6 +49,7 @@ PREFLIGHT = {
     "Access-Control-Request-Method": "POST",
     "Access-Control-Request-Headers": "authorization",
 }
+RELOAD_DB = 6  # the Redis database of the two-worker test (its own: it empties it)
 
 
 def as_admin() -> dict[str, str]:
@@ -371,3 +373,36 @@ async def test_sighup_reloads_a_citadel_serve_process_which_still_stops_on(stop,
         async with asyncio.timeout(30):
             await process.wait()
     assert process.returncode in (0, -stop)  # uvicorn re-raises the signal once it has stopped
+
+
+@pytest.mark.timeout(120)
+async def test_a_reload_asked_of_one_worker_applies_on_every_worker(tmp_path):
+    config = write_config(tmp_path / "citadel.yaml", cors_origins=[APP])
+    async with (
+        OllamaDouble() as ollama,
+        isolated_database_url() as database,
+        empty_redis(RELOAD_DB) as redis_url,
+        two_workers(
+            tmp_path,
+            ollama.url,
+            database,
+            redis_url,
+            CITADEL_CONFIG=str(config),
+            # Pub/sub ignores the database number: a channel of this test's own.
+            CITADEL_RELOAD_CHANNEL=f"citadel:test-reload:{tmp_path.name}",
+        ) as (a, b),
+        httpx.AsyncClient() as client,
+    ):
+        on_b = httpx.AsyncClient(base_url=b)
+        assert await preflight(on_b, NEW_ORIGIN) is None
+        write_config(config, cors_origins=[APP, NEW_ORIGIN])
+        answer = (await client.post(f"{a}{RELOAD}")).json()
+        allowed_on_b = await preflight(on_b, NEW_ORIGIN)
+        await on_b.aclose()
+    assert allowed_on_b == NEW_ORIGIN
+    assert answer["unanswered"] == 0 and "peerError" not in answer
+    assert len({worker["worker"] for worker in answer["workers"]}) == 2
+    assert [(w["status"], w["applied"]) for w in answer["workers"]] == [
+        ("applied", ["CITADEL_CORS_ORIGINS"]),
+        ("applied", ["CITADEL_CORS_ORIGINS"]),
+    ]
