@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.staticfiles import StaticFiles
 
 from agent_server import __version__
 from agent_server.api import (
     admin,
+    admin_config,
     admin_events,
     admin_logs,
     agui,
@@ -24,15 +24,16 @@ from agent_server.api import (
     rag,
     threads,
 )
+from agent_server.api.cors import ReloadableCORS
 from agent_server.api.errors import HANDLERS
 from agent_server.api.guard import Gate, declared_policies
 from agent_server.api.middleware import MetricsMiddleware, RequestIdMiddleware
 from agent_server.api.openapi import DOCS_ASSETS, assets_directory
-from agent_server.config import ConfigError, Settings
+from agent_server.config import ConfigError, Settings, read_settings
 from agent_server.models import create_chat_model
 from agent_server.models.base import ChatModel
 from agent_server.observability.log_buffer import capture_logs
-from agent_server.observability.logs import REQUEST_ID_HEADER
+from agent_server.reload.control import Reloads
 from agent_server.services import build_tools, start_services
 
 logger = logging.getLogger("citadel")
@@ -45,6 +46,7 @@ ROUTERS = (
     openai_compat.router,
     chat_completions.router,
     admin.router,
+    admin_config.router,
     admin_events.router,
     admin_logs.router,
     health.router,
@@ -56,12 +58,20 @@ and OpenAI-compatible faces. Every error is `{"error": {"code", "message"}}` wit
 `code`; streams that fail after their first byte end with `RUN_ERROR` and a `code`."""
 
 
-def create_app(settings: Settings | None = None, *, model: ChatModel | None = None) -> FastAPI:
-    """The ASGI app. ``model`` replaces the configured chat backend (benchmarks, embedding)."""
-    settings = settings or Settings()
+def create_app(
+    settings: Settings | None = None,
+    *,
+    model: ChatModel | None = None,
+    load: Callable[[], Settings] = read_settings,
+    sighup: bool = False,
+) -> FastAPI:
+    """The ASGI app. ``model`` replaces the configured chat backend (benchmarks, embedding).
+    ``load`` reads the settings again for a configuration reload (and first, without
+    ``settings``); ``sighup``: SIGHUP reloads too (one app per process: ``citadel serve``)."""
+    settings = settings or load()
     problems = settings.problems()
     if problems:
-        raise ConfigError("; ".join(problems))
+        raise ConfigError(*problems)
     build_tools(settings)  # a configuration error stops us here, before the lifespan
 
     @contextlib.asynccontextmanager
@@ -71,12 +81,18 @@ def create_app(settings: Settings | None = None, *, model: ChatModel | None = No
             chat_model = model or create_chat_model(settings)
             services = await start_services(settings, chat_model)
             app.state.services = services
+            reloads = app.state.reloads = Reloads(services, load)
             if settings.auth == "off":
                 logger.warning("authentication is OFF: every request acts as the local user")
             try:
+                reloads.start(sighup=sighup)
                 yield
             finally:
-                await services.aclose()
+                await reloads.stop()
+                try:
+                    await services.aclose()
+                finally:
+                    await reloads.aclose()
 
     policies = declared_policies(ROUTERS)
     app = FastAPI(
@@ -84,7 +100,12 @@ def create_app(settings: Settings | None = None, *, model: ChatModel | None = No
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        middleware=[*_middleware(settings), Middleware(Gate, policies=policies)],
+        middleware=[
+            Middleware(ReloadableCORS),  # outermost: preflights and refusals get CORS headers too
+            Middleware(RequestIdMiddleware),  # outside the rest: refusals carry the id too
+            Middleware(MetricsMiddleware),
+            Middleware(Gate, policies=policies),
+        ],
         exception_handlers=HANDLERS,  # type: ignore[arg-type]
         openapi_url=None,  # served below, with the models read by hand
         docs_url=None,  # served below, from an installed package: no CDN
@@ -94,24 +115,3 @@ def create_app(settings: Settings | None = None, *, model: ChatModel | None = No
         app.include_router(router)
     app.mount(DOCS_ASSETS, StaticFiles(directory=assets_directory()), name="docs-assets")
     return app
-
-
-def _middleware(settings: Settings) -> list[Middleware]:
-    middleware = []
-    if settings.cors_origins:  # outermost: preflights and refusals get CORS headers too
-        middleware.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=settings.cors_origins,
-                allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
-                allow_headers=["Authorization", "Content-Type", "Last-Event-ID", REQUEST_ID_HEADER],
-                # Bearer tokens need no credentials mode; the session cookie does.
-                allow_credentials=settings.clerk_accept_cookie and "*" not in settings.cors_origins,
-                expose_headers=["Retry-After", "WWW-Authenticate", "Location", REQUEST_ID_HEADER],
-            )
-        )
-    return [
-        *middleware,
-        Middleware(RequestIdMiddleware),  # outside the rest: refusals carry the id too
-        Middleware(MetricsMiddleware),
-    ]

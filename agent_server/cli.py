@@ -1,10 +1,11 @@
-"""``citadel``: serve, chat with a running server, check the setup, ingest documents, manage
-the database, verify a recorded stream."""
+"""``citadel``: serve, chat with a running server, check the setup, show the configuration,
+ingest documents, manage the database, verify a recorded stream."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import sys
 import uuid
@@ -13,7 +14,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from agent_server.config import ConfigError, Settings
+from agent_server.config import ConfigError, read_settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     chat.add_argument("--thread", default=None, help="continue this thread id")
 
     commands.add_parser("doctor", help="check the configuration and every configured backend")
+
+    config = commands.add_parser("config", help="the configuration")
+    config_actions = config.add_subparsers(dest="action", required=True)
+    config_actions.add_parser("show", help="the effective configuration, secrets masked")
 
     ingest = commands.add_parser("ingest", help="add files or folders to the knowledge base")
     ingest.add_argument("paths", nargs="+", type=Path, metavar="PATH")
@@ -74,25 +79,34 @@ def main(argv: list[str] | None = None) -> int:
             from agent_server.doctor import run_doctor
 
             return asyncio.run(run_doctor())
+        if args.command == "config":
+            from agent_server.config_cli import show_config
+
+            return show_config(read_settings())
         if args.command == "ingest":
             from agent_server.ingest_cli import run_ingest
 
             return asyncio.run(
                 run_ingest(
-                    args.paths, Settings(), knowledge_base=args.kb, tags=args.tag, prune=args.prune
+                    args.paths,
+                    read_settings(),
+                    knowledge_base=args.kb,
+                    tags=args.tag,
+                    prune=args.prune,
                 )
             )
         if args.command == "db":
             from agent_server.db_cli import run_db_command
 
-            return asyncio.run(run_db_command(args.action, Settings()))
+            return asyncio.run(run_db_command(args.action, read_settings()))
         if args.command == "keys":
             from agent_server.keys_cli import run_keys_command
 
-            return asyncio.run(run_keys_command(args, Settings()))
+            return asyncio.run(run_keys_command(args, read_settings()))
         return _verify(args.file, args.legacy)
     except ConfigError as error:
-        print(f"configuration error: {error}", file=sys.stderr)
+        for problem in error.problems:
+            print(f"configuration error: {problem}", file=sys.stderr)
         return 2
 
 
@@ -111,9 +125,10 @@ def _serve(host: str | None, port: int | None) -> int:
     from agent_server.observability.logs import configure_logging
 
     overrides = {key: value for key, value in (("host", host), ("port", port)) if value}
-    settings = Settings(**overrides)
+    load = functools.partial(read_settings, **overrides)  # a reload keeps the command line's
+    settings = load()
     configure_logging(settings)
-    app = create_app(settings)
+    app = create_app(settings, load=load, sighup=True)
     tune_garbage_collector()
     uvicorn.run(
         app,
@@ -128,7 +143,7 @@ def _serve(host: str | None, port: int | None) -> int:
 async def _chat(question: str, url: str | None, thread: str | None) -> int:
     from protocol.framing import parse_sse_stream
 
-    settings = Settings()
+    settings = read_settings()
     base = (url or f"http://{settings.host}:{settings.port}").rstrip("/")
     body = {
         "threadId": thread or f"cli_{uuid.uuid4().hex}",

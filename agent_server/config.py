@@ -3,17 +3,20 @@
 Every setting has an embedded default, so an empty environment runs fully offline. Names
 follow DESIGN.md: ``CITADEL_*`` for our own, the conventional names (``DATABASE_URL``,
 ``REDIS_URL``, ...) for shared infrastructure. The YAML file may use either the variable
-names or the field names; the environment wins over the file.
+names or the field names; the environment wins over the file. A key of the file that names
+no setting is an error (a misspelt key would otherwise leave its default in force), and so is
+an unknown keyword given in code; unknown environment variables are not read at all.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -23,7 +26,11 @@ from pydantic_settings import (
 
 
 class ConfigError(RuntimeError):
-    """The configuration cannot work; the message says what to change."""
+    """The configuration cannot work; each of ``problems`` says what to change."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = list(problems)
 
 
 def _clerk(default: Any, name: str, **constraints: Any) -> Any:
@@ -33,14 +40,14 @@ def _clerk(default: Any, name: str, **constraints: Any) -> Any:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="CITADEL_", populate_by_name=True, extra="ignore", case_sensitive=False
+        env_prefix="CITADEL_", populate_by_name=True, extra="forbid", case_sensitive=False
     )
 
     env: Literal["development", "production"] = "development"
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     data_dir: Path = Path("data")
-    log_level: str = "info"
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_format: Literal["json", "text"] | None = None  # default: json in production, else text
     log_buffer_lines: int = Field(5000, ge=10, le=100_000)  # kept for GET /admin/logs
 
@@ -110,6 +117,9 @@ class Settings(BaseSettings):
     feed_length: int = Field(100_000, ge=100)  # feed entries kept (Redis trims about there)
     claim_lease: float = Field(15.0, gt=0)  # a dead worker's threads are free after this
     admin_feed_max_lag: float = Field(5.0, gt=0)  # a reader further behind skips ahead
+    # Where configuration reloads reach every worker (pub/sub ignores the database number:
+    # deployments sharing a Redis need a channel each).
+    reload_channel: str = Field("citadel:config-reload", min_length=1)
 
     # Thread store
     store: Literal["postgres", "memory"] = "postgres"  # memory: nothing survives the process
@@ -171,6 +181,11 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_case(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("approval_tools", "cors_origins", "clerk_authorized_parties", mode="before")
     @classmethod
@@ -277,8 +292,47 @@ def frontend_api(publishable_key: str) -> str:
     return host[:-1]
 
 
+def read_settings(**overrides: Any) -> Settings:
+    """The settings of the environment and the file, ``overrides`` winning over both; a
+    :class:`ConfigError` names every key that is unknown or holds an invalid value."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise ConfigError(*(_described(problem) for problem in error.errors())) from None
+
+
+def variable(field: str) -> str:
+    """The environment variable of a setting: ``CITADEL_PORT``, ``DATABASE_URL``, ..."""
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return f"CITADEL_{field.upper()}"
+
+
+def _field_name(key: str) -> str | None:
+    """The setting a file key or variable names (either spelling, any case), if any."""
+    name = key.lower().removeprefix("citadel_")
+    return name if name in Settings.model_fields else None
+
+
+def _described(problem: Any) -> str:
+    key = str(problem["loc"][0]) if problem["loc"] else "the configuration"
+    if problem["type"] == "extra_forbidden":
+        wanted = key.lower().removeprefix("citadel_")
+        close = difflib.get_close_matches(wanted, list(Settings.model_fields), n=1)
+        if not close:
+            return f"{key}: unknown setting"
+        # Suggested in the spelling the key was written in: a variable name, or a field name.
+        suggestion = variable(close[0]) if key.isupper() else close[0]
+        return f"{key}: unknown setting (did you mean {suggestion}?)"
+    name = _field_name(key)
+    message = str(problem["msg"]).removeprefix("Value error, ")
+    return f"{variable(name) if name else key}: {message}"
+
+
 class _YamlSource(PydanticBaseSettingsSource):
-    """Values from the YAML file at ``$CITADEL_CONFIG``, keyed by env var or field name."""
+    """Values from the YAML file at ``$CITADEL_CONFIG``, keyed by env var or field name. A key
+    that names no setting is passed on as it is written, for validation to refuse by name."""
 
     def __init__(self, settings_cls: type[BaseSettings]) -> None:
         super().__init__(settings_cls)
@@ -292,12 +346,10 @@ class _YamlSource(PydanticBaseSettingsSource):
             if not isinstance(loaded, dict):
                 raise ConfigError(f"CITADEL_CONFIG={path} must hold a mapping of settings")
             for key, value in loaded.items():
-                name = str(key).lower().removeprefix("citadel_")
-                self._values[name] = value
+                self._values[_field_name(str(key)) or str(key)] = value
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return self._values.get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        fields = self.settings_cls.model_fields
-        return {name: value for name, value in self._values.items() if name in fields}
+        return dict(self._values)

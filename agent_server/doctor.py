@@ -10,10 +10,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from agent_server.backends.errors import BackendError
-from agent_server.config import ConfigError, Settings
+from agent_server.config import ConfigError, Settings, read_settings
 
 Check = Callable[[], Awaitable[str] | str]  # returns a detail line, raises DoctorProblem
 
@@ -26,8 +24,8 @@ class DoctorProblem(Exception):
 
 async def run_doctor() -> int:
     try:
-        settings = Settings()
-    except (ValidationError, ConfigError) as error:
+        settings = read_settings()
+    except ConfigError as error:
         _report(False, "configuration", str(error), "fix the variables named above")
         return 1
     checks: list[tuple[str, Check]] = [

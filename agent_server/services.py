@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from agent_server import __version__
-from agent_server.auth.access import Access, open_access
+from agent_server.auth.access import Access, Rates, cookie_origins, open_access
 from agent_server.backends.resilience import CircuitBreaker, CircuitState
 from agent_server.config import ConfigError, Settings
 from agent_server.knowledge.embedders import create_embedder, knowledge_client
@@ -21,6 +21,7 @@ from agent_server.knowledge.ingest import IngestJobs, files_under, job_json
 from agent_server.knowledge.library import ChunkingSettings, KnowledgeBase
 from agent_server.knowledge.rerank import Reranker
 from agent_server.models.base import ChatModel
+from agent_server.observability.logs import reconfigure_logging
 from agent_server.observability.metrics import Metrics
 from agent_server.runs.bus import EventBus, LocalBus
 from agent_server.runs.claims import LocalClaims, RunClaims
@@ -52,19 +53,20 @@ logger = logging.getLogger("citadel")
 
 @dataclass
 class Services:
-    """Everything a request handler may use; one instance per app, built in the lifespan."""
+    """Everything a request handler may use; one instance per app, built in the lifespan.
+
+    A configuration reload (:mod:`agent_server.reload`) replaces ``settings`` (the settings in
+    force), the agent (with its model and tools), the reranker, the embedder's backend and
+    the limits, all at once in :meth:`reconfigure`."""
 
     settings: Settings
-    model: ChatModel
     store: ThreadStore
-    embedder: Embedder
+    embedder: CachedEmbedder
     knowledge: KnowledgeBase | None  # None: CITADEL_RETRIEVAL=off
     reranker: Reranker | None  # None: no CITADEL_RERANK_URL
     ingest_jobs: IngestJobs | None
-    agent: Agent
     runs: RunService  # the run API every face uses
     bus: EventBus
-    tools: ToolRegistry
     input_limits: InputLimits
     access: Access
     metrics: Metrics
@@ -73,10 +75,53 @@ class Services:
     # Each dependency's last failed check (GET /health/detailed): name -> error and when.
     last_errors: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    @property
+    def agent(self) -> Agent:
+        """The agent new runs start with (a run keeps the one it started with)."""
+        return self.runs.manager.agent
+
+    @property
+    def model(self) -> ChatModel:
+        return self.agent.model
+
+    @property
+    def tools(self) -> ToolRegistry:
+        return self.agent.tools
+
+    def build_agent(self, settings: Settings, model: ChatModel) -> Agent:
+        """An agent for ``settings`` on this app's store and knowledge base, its tool calls
+        counted in the same metrics as the current one's."""
+        agent = build_agent(settings, model, self.store, self.knowledge)
+        agent.tool_calls = self.agent.tool_calls
+        return agent
+
+    def reconfigure(
+        self, settings: Settings, agent: Agent, reranker: Reranker | None, embedder: Embedder
+    ) -> None:
+        """Put reloaded settings in force with what was built for them. Nothing here awaits,
+        so every request and run begins entirely under the old configuration or the new one;
+        the clients it replaces are the caller's to close (runs keep their agent)."""
+        self.settings = settings
+        self.runs.manager.agent = agent
+        self.reranker = reranker
+        if self.knowledge is not None:
+            self.knowledge.reranker = reranker
+        self.embedder.inner = embedder
+        self.input_limits = input_limits(settings)
+        self.access.rates = Rates.from_settings(settings)
+        self.access.streams.per_principal = settings.max_streams_per_user
+        if self.access.authenticator is not None:
+            self.access.authenticator.allowed_origins = frozenset(cookie_origins(settings))
+        reconfigure_logging(settings)
+
     async def aclose(self) -> None:
-        """Stop runs first (their ends are stored), then what they wrote through."""
+        """Stop runs first (their ends are stored), then what they wrote through, then the
+        model and the reranker (those in use now: a reload may have replaced the first)."""
         await self.runs.manager.shutdown()
-        await self._resources.aclose()
+        try:
+            await self._resources.aclose()
+        finally:
+            await _close_clients(self.model, self.reranker)
 
     def capabilities(self) -> dict[str, Any]:
         return {
@@ -132,6 +177,32 @@ def build_tools(
     return ToolRegistry(tools).requiring_approval(set(settings.approval_tools) & present)
 
 
+def build_agent(
+    settings: Settings, model: ChatModel, store: ThreadStore, knowledge: KnowledgeBase | None
+) -> Agent:
+    """The agent of ``settings`` on ``model``, with the backend tools of :func:`build_tools`
+    (under the "always" retrieval policy the runtime searches itself before answering)."""
+    policy = retrieval_policy(settings, model)
+    prompt = settings.system_prompt or DEFAULT_SYSTEM_PROMPT
+    return Agent(
+        model,
+        build_tools(settings, knowledge, policy),
+        store,
+        AgentSettings(
+            # Under "always" the model has no search tool to be told about.
+            system_prompt=f"{prompt}\n\n{CITATION_PROMPT}" if policy == "auto" else prompt,
+            max_tool_rounds=settings.max_tool_rounds or default_tool_rounds(model),
+            max_tokens=settings.llm_max_tokens,
+            temperature=settings.llm_temperature,
+            retrieve_first=SEARCH_TOOL if policy == "always" else None,
+        ),
+    )
+
+
+def input_limits(settings: Settings) -> InputLimits:
+    return InputLimits(max_messages=settings.max_messages, max_tools=settings.max_tools)
+
+
 def retrieval_policy(settings: Settings, model: ChatModel) -> str:
     # Small in-process models do not decide well when to search: search before every answer.
     return settings.retrieval or ("always" if model.provider == "embedded" else "auto")
@@ -147,8 +218,8 @@ async def start_services(settings: Settings, model: ChatModel) -> Services:
     then everything that runs on them. The model is the caller's; it is closed with the
     services."""
     resources = contextlib.AsyncExitStack()
+    reranker = None
     try:
-        resources.push_async_callback(model.aclose)
         store, documents, api_keys = await _open_stores(settings, resources)
         redis_client = open_redis(settings, resources)
         access = await open_access(settings, store, api_keys, redis_client, resources)
@@ -159,32 +230,20 @@ async def start_services(settings: Settings, model: ChatModel) -> Services:
         resources.push_async_callback(writer.close)
         bus, claims = open_spine(settings, redis_client, resources)
         embedder = await open_embedder(settings, resources, redis_client)
-        reranker = open_reranker(settings, resources)
-        policy = retrieval_policy(settings, model)
+        reranker = create_reranker(settings)
         knowledge = jobs = None
-        if policy != "off":
+        if retrieval_policy(settings, model) != "off":
             knowledge = await open_knowledge(settings, embedder, documents, resources, reranker)
             jobs = IngestJobs(knowledge, documents, announce=_announcer(bus))
             resources.push_async_callback(jobs.aclose)
             await _seed_demo_docs(settings, knowledge, jobs)
-        tools = build_tools(settings, knowledge, policy)
+        agent = build_agent(settings, model, store, knowledge)
     except BaseException:
-        await resources.aclose()
+        try:
+            await resources.aclose()
+        finally:
+            await _close_clients(model, reranker)
         raise
-    prompt = settings.system_prompt or DEFAULT_SYSTEM_PROMPT
-    agent = Agent(
-        model,
-        tools,
-        store,
-        AgentSettings(
-            # Under "always" the model has no search tool to be told about.
-            system_prompt=f"{prompt}\n\n{CITATION_PROMPT}" if policy == "auto" else prompt,
-            max_tool_rounds=settings.max_tool_rounds or default_tool_rounds(model),
-            max_tokens=settings.llm_max_tokens,
-            temperature=settings.llm_temperature,
-            retrieve_first=SEARCH_TOOL if policy == "always" else None,
-        ),
-    )
     runs = RunManager(
         agent,
         store,
@@ -199,8 +258,7 @@ async def start_services(settings: Settings, model: ChatModel) -> Services:
         claims=claims,
     )
     await runs.open()
-    limits = InputLimits(max_messages=settings.max_messages, max_tools=settings.max_tools)
-    metrics = _metrics(runs, access, embedder, knowledge, model, store)
+    metrics = _metrics(runs, access, embedder, knowledge, store)
     pacing = Pacing(
         idle_timeout=settings.keepalive_interval,
         min_interval=settings.stream_flush_interval,
@@ -208,17 +266,14 @@ async def start_services(settings: Settings, model: ChatModel) -> Services:
     )
     return Services(
         settings,
-        model,
         store,
         embedder,
         knowledge,
         reranker,
         jobs,
-        agent,
         RunService(runs, store, pacing),
         bus,
-        tools,
-        limits,
+        input_limits(settings),
         access,
         metrics,
         redis_client,
@@ -226,12 +281,19 @@ async def start_services(settings: Settings, model: ChatModel) -> Services:
     )
 
 
+async def _close_clients(model: ChatModel, reranker: Reranker | None) -> None:
+    try:
+        await model.aclose()
+    finally:
+        if reranker is not None:
+            await reranker.aclose()
+
+
 def _metrics(
     runs: RunManager,
     access: Access,
     embedder: Embedder,
     knowledge: KnowledgeBase | None,
-    model: ChatModel,
     store: ThreadStore,
 ) -> Metrics:
     """The app's metrics, wired to what keeps the numbers."""
@@ -245,15 +307,13 @@ def _metrics(
         lambda: {"store": runs.writer.lag, "bus": runs.publisher.lag},
         gauge=True,
     )
-    breaker: CircuitBreaker | None = getattr(model, "breaker", None)
-    if breaker is not None:  # HTTP backends; the embedded model has no circuit
-        metrics.labelled(
-            "citadel_model_circuit_state",
-            "The model backend's circuit breaker: 1 for its current state",
-            "state",
-            lambda: {state.value: float(breaker.state is state) for state in CircuitState},
-            gauge=True,
-        )
+    metrics.labelled(
+        "citadel_model_circuit_state",
+        "The model backend's circuit breaker: 1 for its current state (none: in process)",
+        "state",
+        lambda: _circuit(runs.agent.model),  # the model in use now: a reload may replace it
+        gauge=True,
+    )
     pool_use = getattr(store, "pool_use", None)
     if pool_use is not None:  # Postgres
         metrics.labelled(
@@ -287,6 +347,13 @@ def _metrics(
     return metrics
 
 
+def _circuit(model: ChatModel) -> dict[str, float]:
+    breaker: CircuitBreaker | None = getattr(model, "breaker", None)
+    if breaker is None:  # the embedded model has no circuit
+        return {}
+    return {state.value: float(breaker.state is state) for state in CircuitState}
+
+
 def _announcer(bus: EventBus) -> Callable[[IngestJob], Awaitable[None]]:
     """Ingestion jobs on the admin feed, as ``GET /rag/jobs/{id}`` shows them."""
 
@@ -296,15 +363,14 @@ def _announcer(bus: EventBus) -> Callable[[IngestJob], Awaitable[None]]:
     return announce
 
 
-def open_reranker(settings: Settings, resources: contextlib.AsyncExitStack) -> Reranker | None:
+def create_reranker(settings: Settings) -> Reranker | None:
+    """The client of the configured rerank endpoint; None when there is none."""
     if not settings.rerank_url:
         return None
     http = knowledge_client(
         f"reranker at {redact_url(settings.rerank_url)}", settings.rerank_api_key, settings
     )
-    reranker = Reranker(settings.rerank_url, settings.rerank_model, http)
-    resources.push_async_callback(reranker.aclose)
-    return reranker
+    return Reranker(settings.rerank_url, settings.rerank_model, http)
 
 
 async def _seed_demo_docs(settings: Settings, knowledge: KnowledgeBase, jobs: IngestJobs) -> None:
@@ -385,18 +451,18 @@ async def open_embedder(
     settings: Settings,
     resources: contextlib.AsyncExitStack,
     redis_client: redis.Redis | None = None,
-) -> Embedder:
+) -> CachedEmbedder:
     """The configured embedder behind the embedding cache (shared through Redis if set).
     Nothing is loaded or connected yet: an embedder that cannot serve fails its requests
     with ``retrieval_unavailable``, and chat goes on without it."""
-    embedder = create_embedder(settings)
-    resources.push_async_callback(embedder.aclose)
-    return CachedEmbedder(
-        embedder,
+    embedder = CachedEmbedder(
+        create_embedder(settings),
         memory_entries=settings.embed_cache_entries,
         redis_client=redis_client,
         ttl=settings.embed_cache_ttl,
     )
+    resources.push_async_callback(embedder.aclose)  # the backend in use then (reloads swap it)
+    return embedder
 
 
 async def _open_stores(

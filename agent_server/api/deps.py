@@ -9,6 +9,7 @@ from fastapi import Depends
 from starlette.requests import HTTPConnection, Request
 
 from agent_server.auth.principals import Principal
+from agent_server.reload.control import Reloads
 from agent_server.services import Services
 from agent_server.store.base import Actor
 from protocol.input import InputError, parse_json
@@ -19,6 +20,13 @@ def get_services(connection: HTTPConnection) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_reloads(connection: HTTPConnection) -> Reloads:
+    return connection.app.state.reloads
+
+
+ReloadsDep = Annotated[Reloads, Depends(get_reloads)]
 
 
 def actor(connection: HTTPConnection, principal: Principal) -> Actor:

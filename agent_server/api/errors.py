@@ -40,6 +40,7 @@ STATUS: dict[str, int] = {
     "unknown_interrupt": 422,
     "invalid_event_id": 422,
     "invalid_cursor": 422,
+    "invalid_config": 422,
     "not_found": 404,
     "method_not_allowed": 405,
     # Who is asking

@@ -141,9 +141,14 @@ async def open_access(
         machine_jwts=settings.machine_auth_mode == "jwt",
         accept_cookie=settings.clerk_accept_cookie,
         publishable_key=settings.clerk_publishable_key,
-        allowed_origins=[*settings.clerk_authorized_parties, *settings.cors_origins],
+        allowed_origins=cookie_origins(settings),
     )
     return access
+
+
+def cookie_origins(settings: Settings) -> list[str]:
+    """The origins a request carrying the session cookie may come from."""
+    return [*settings.clerk_authorized_parties, *settings.cors_origins]
 
 
 def clerk_config(settings: Settings) -> ClerkConfig:

@@ -61,7 +61,8 @@ class Authenticator:
         suffix = cookie_suffix(publishable_key) if publishable_key else None
         self._session_cookie = f"__session_{suffix}" if suffix else "__session"
         self._uat_cookie = f"__client_uat_{suffix}" if suffix else "__client_uat"
-        self._allowed_origins = frozenset(allowed_origins)
+        # Where cookie-borne requests may come from; a configuration reload may change it.
+        self.allowed_origins = frozenset(allowed_origins)
 
     async def authenticate(self, connection: HTTPConnection) -> Principal:
         header = connection.headers.getlist("authorization")
@@ -109,7 +110,7 @@ class Authenticator:
             or connection.scope["method"] not in SAFE_METHODS
         ):
             origin = connection.headers.get("origin")
-            if origin is None or origin not in self._allowed_origins:
+            if origin is None or origin not in self.allowed_origins:
                 raise Unauthorized("cookie_origin_not_allowed")
         if self._sessions is None:
             raise Unauthorized("clerk_off")

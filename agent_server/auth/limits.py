@@ -187,13 +187,13 @@ class StreamSlots:
     stream lives on the worker that serves it."""
 
     def __init__(self, per_principal: int) -> None:
-        self._per_principal = per_principal
+        self.per_principal = per_principal  # a configuration reload may change it
         self._open: dict[str, int] = {}
 
     def acquire(self, key: str) -> bool:
         """Take a slot; False when ``key`` already has ``per_principal`` open."""
         count = self._open.get(key, 0)
-        if count >= self._per_principal:
+        if count >= self.per_principal:
             return False
         self._open[key] = count + 1
         return True

@@ -8,7 +8,9 @@ Both HTTP backends (OpenAI-compatible and Ollama) talk to their servers through 
   first line of the body has arrived the stream is committed and failures are raised, never
   retried, so no delta is ever produced twice;
 - every attempt passes the :class:`CircuitBreaker`, which fails fast while a backend is down;
-- between lines of a stream, ``Timeouts.idle`` bounds the wait.
+- between lines of a stream, ``Timeouts.idle`` bounds the wait;
+- closing waits for the requests in flight: a client that a configuration reload replaced
+  is closed as soon as it has nothing left to do, and no answer is cut off.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import email.utils
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -237,6 +239,9 @@ class ResilientHTTP:
         self._api_key = api_key
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._sleep = sleep
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @asynccontextmanager
     async def stream_lines(
@@ -252,24 +257,26 @@ class ResilientHTTP:
 
         ``describe_error`` turns a non-retryable HTTP status and the ready-made message (name,
         status and the server's text) into the error to raise."""
-        response, (lines, first) = await self._open(
-            self._request(method, url, json), _first_line, self.retry.attempts, describe_error
-        )
-        guarded = self._guarded(lines, first)
-        try:
-            yield guarded
-        finally:
-            await guarded.aclose()
-            await response.aclose()
+        with self._in_use():
+            response, (lines, first) = await self._open(
+                self._request(method, url, json), _first_line, self.retry.attempts, describe_error
+            )
+            guarded = self._guarded(lines, first)
+            try:
+                yield guarded
+            finally:
+                await guarded.aclose()
+                await response.aclose()
 
     async def post_json(
         self, url: str, json: Any, *, describe_error: ErrorDescriber = _model_error
     ) -> Any:
         """POST ``json`` and return the decoded answer, with retries: for idempotent requests
         whose whole answer must arrive within the first-byte timeout (embeddings)."""
-        _, body = await self._open(
-            self._request("POST", url, json), _whole_body, self.retry.attempts, describe_error
-        )
+        with self._in_use():
+            _, body = await self._open(
+                self._request("POST", url, json), _whole_body, self.retry.attempts, describe_error
+            )
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -277,15 +284,29 @@ class ResilientHTTP:
 
     async def get_json(self, url: str) -> Any:
         """One attempt, no retries: for health checks, which must answer quickly."""
-        _, body = await self._open(self._request("GET", url), _whole_body, 1, _model_error)
+        with self._in_use():
+            _, body = await self._open(self._request("GET", url), _whole_body, 1, _model_error)
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
             raise BackendError(f"{self.name}: {redact_url(url)} did not return JSON") from None
 
     async def aclose(self) -> None:
+        """Close once the requests in flight are done (new ones are not expected)."""
+        await self._idle.wait()
         if self._owns_http:
             await self._http.aclose()
+
+    @contextmanager
+    def _in_use(self) -> Iterator[None]:
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
 
     def _request(self, method: str, url: str, json: Any = None) -> httpx.Request:
         # Reads are bounded by asyncio timeouts (first byte, then idle), not by httpx.

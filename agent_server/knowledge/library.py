@@ -211,10 +211,10 @@ class KnowledgeBase:
     async def _reranked(self, query: str, hits: list[Hit], top_k: int) -> list[Hit]:
         if not hits:
             return hits
-        assert self.reranker is not None
-        order = await self.reranker.rerank(
-            query, [hit.payload.get("text", "") for hit in hits], top_k
-        )
+        reranker = self.reranker  # read now: a configuration reload may have removed it
+        if reranker is None:
+            raise RerankerMissing()
+        order = await reranker.rerank(query, [hit.payload.get("text", "") for hit in hits], top_k)
         return [Hit(hits[index].id, score, hits[index].payload) for index, score in order]
 
     async def search(

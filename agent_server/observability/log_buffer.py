@@ -111,6 +111,7 @@ class LogBuffer(logging.Handler):
 
     def __init__(self, capacity: int, redactor: Redactor) -> None:
         super().__init__()
+        self.redactor = redactor
         self._formatter = JsonFormatter(redactor)
         self._lines: deque[LogLine] = deque(maxlen=capacity)
         self._followers: set[Follower] = set()

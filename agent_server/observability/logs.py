@@ -139,9 +139,28 @@ def configure_logging(settings: Settings) -> None:
     as_json = (settings.log_format or _default_format(settings)) == "json"
     redactor = Redactor(secrets_of(settings))
     handler.setFormatter(JsonFormatter(redactor) if as_json else TextFormatter(redactor))
-    root = logging.getLogger()
-    root.handlers = [handler]
-    root.setLevel(settings.log_level.upper())
+    logging.getLogger().handlers = [handler]
+    set_log_level(settings.log_level)
+
+
+def set_log_level(level: str) -> None:
+    """Records below ``level`` are dropped, uvicorn's too (it gives its loggers their own
+    level at start)."""
+    for name in ("", "uvicorn.error", "uvicorn.access", "uvicorn.asgi"):
+        logging.getLogger(name).setLevel(level.upper())
+
+
+def reconfigure_logging(settings: Settings) -> None:
+    """A reloaded configuration's level, and its secrets hidden by every handler that
+    redacts (stderr and the log buffers); the handlers themselves stay."""
+    set_log_level(settings.log_level)
+    known = secrets_of(settings)
+    for handler in logging.getLogger().handlers:
+        redactor = getattr(handler, "redactor", None) or getattr(
+            handler.formatter, "redactor", None
+        )
+        if isinstance(redactor, Redactor):
+            redactor.learn(known)
 
 
 def iso_time(created: float) -> str:

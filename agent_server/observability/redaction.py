@@ -93,10 +93,19 @@ class Redactor:
     exact values to hide wherever they appear."""
 
     def __init__(self, known: Iterable[str] = ()) -> None:
-        self._values = sorted(
-            {value for value in known if len(value) >= MIN_KNOWN_LENGTH}, key=len, reverse=True
+        self._values: list[str] = []
+        self._known = re.compile("")
+        self.learn(known)
+
+    def learn(self, known: Iterable[str]) -> None:
+        """Hide these values too (a reloaded configuration's); the old ones stay hidden."""
+        values = sorted(
+            {*self._values, *(value for value in known if len(value) >= MIN_KNOWN_LENGTH)},
+            key=len,
+            reverse=True,
         )
-        self._known = re.compile("|".join(map(re.escape, self._values)))
+        pattern = re.compile("|".join(map(re.escape, values)))
+        self._known, self._values = pattern, values  # a concurrent call sees one or the other
 
     def __call__(self, text: str) -> str:
         # Exact values first: a pattern could otherwise take part of one and leave the rest.

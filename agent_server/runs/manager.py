@@ -21,6 +21,10 @@ when the run ended (or its worker died) while the stream was silent. A stop requ
 run on another worker goes through the claims; a client following a mirror keeps the run
 from being abandoned. With Redis down, runs go on locally: their events reach the bus when it
 is back, and the one-run-per-thread rule holds per worker meanwhile.
+
+A configuration reload may give the manager another :attr:`RunManager.agent` (another model,
+other tools): runs started before keep the agent they started with to their end, and
+:meth:`RunManager.drained` tells when the replaced model has no run left.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from agent_server.models.base import ChatModel
 from agent_server.observability.logs import bind_run
 from agent_server.observability.metrics import RunTiming
 from agent_server.runtime.loop import Agent, PreparedRun
@@ -88,6 +93,7 @@ class LatestRun:
 @dataclass(eq=False)
 class ActiveRun:
     prepared: PreparedRun
+    agent: Agent  # the one that prepared it, kept to its end when a reload brings another
     log: EventLog
     start_seq: int  # the log's last seq before this run (non-zero when a resume reuses a runId)
     history: list[dict]  # the thread's messages when the run started, for hydration
@@ -149,6 +155,8 @@ class RunManager:
         self._latest: dict[str, LatestRun] = {}  # thread -> its newest run started here
         self._unsaved: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Task[Any]] = set()
+        # Each run from its start until its driving ends, with the agent it runs with.
+        self._running: dict[asyncio.Future[None], Agent] = {}
 
     @property
     def worker(self) -> str:
@@ -167,13 +175,18 @@ class RunManager:
         if input.thread_id in self._active:
             raise _busy(input.thread_id)
         self._active[input.thread_id] = None  # reserve before the first await
+        agent = self.agent  # the run's, to its end, whatever a reload does meanwhile
+        driven = asyncio.get_running_loop().create_future()
+        self._running[driven] = agent
+        driven.add_done_callback(self._running.pop)
         claim = None
         try:
-            prepared = await self.agent.prepare(input, owner)
+            prepared = await agent.prepare(input, owner)
             mine = Claim(input.run_id, owner, self.worker, prepared.previous_seq)
             claim = await self._claim(input.thread_id, mine)
-            await self.store.start_run(self.agent.run_start(prepared))
+            await self.store.start_run(agent.run_start(prepared))
         except BaseException:
+            driven.set_result(None)
             del self._active[input.thread_id]
             if claim is not None:
                 self._in_background(self.claims.release(input.thread_id, claim))
@@ -187,6 +200,7 @@ class RunManager:
             self._logs.move_to_end(key)
         run = ActiveRun(
             prepared,
+            agent,
             log,
             start_seq=log.last_seq,
             history=[dict(message) for message in prepared.transcript.messages],
@@ -200,7 +214,15 @@ class RunManager:
         self.writer.track(log)
         self.publisher.track(log, owner)
         run.task = asyncio.create_task(self._drive(run), name=f"run {input.run_id}")
+        run.task.add_done_callback(lambda _: driven.set_result(None))
         return run
+
+    async def drained(self, model: ChatModel) -> None:
+        """Return once every run started with ``model`` has been driven to its end (runs
+        keep the agent they started with: a replaced model is closed after this)."""
+        started = {driven for driven, agent in self._running.items() if agent.model is model}
+        if started:
+            await asyncio.wait(started)
 
     async def _claim(self, thread_id: str, claim: Claim) -> Claim | None:
         """``claim`` once the thread is ours; None if the claims are unavailable (the run
@@ -469,7 +491,7 @@ class RunManager:
             if run.stop_reason is not None:
                 raise asyncio.CancelledError  # stopped before it began
             async with asyncio.timeout(self.limits.run_timeout):
-                async for event in self.agent.run(run.prepared):
+                async for event in run.agent.run(run.prepared):
                     lifecycle.observe(event)
                     if lifecycle.run_active:
                         self._emit(run, event)
@@ -554,7 +576,7 @@ class RunManager:
         else:  # retrying: the same queued events, a different terminal event
             queued = EventBatch(*run.key, queued.seq_from, queued.events[:-1])
         batch = EventBatch(*run.key, queued.seq_from, [*queued.events, encode(terminal)])
-        return self.agent.run_end(run.prepared, terminal, batch)
+        return run.agent.run_end(run.prepared, terminal, batch)
 
     async def _store_end(self, end: RunEnd, delay: float = 0.1, max_delay: float = 1.0) -> None:
         """Store ``end``, retrying with backoff for as long as the caller waits."""

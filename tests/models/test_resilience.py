@@ -378,3 +378,20 @@ async def test_cancelled_trial_does_not_wedge_the_breaker() -> None:
         assert breaker.state is CircuitState.CLOSED
 
     await http.aclose()
+
+
+async def test_closing_waits_for_the_requests_in_flight() -> None:
+    # A configuration reload closes the client it replaced while answers may be streaming.
+    flaky = Flaky()
+    http = client(Sleeps())
+
+    async with serve(flaky.app) as url:
+        async with http.stream_lines("POST", f"{url}/stream") as lines:
+            received = [await anext(lines)]
+            closing = asyncio.create_task(http.aclose())
+            await asyncio.sleep(0)  # the close has begun: it waits for this stream
+            assert not closing.done()
+            received += [line async for line in lines]
+        await closing
+
+    assert received == ["a", "b", "c"]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+import yaml
 
 from protocol import events
 from protocol.framing import encode, sse_frame
@@ -136,3 +137,44 @@ async def test_ingest_adds_skips_reports_and_prunes(tmp_path):
 async def test_ingest_refuses_missing_paths(tmp_path):
     code, _, err = await run_cli("ingest", str(tmp_path / "nowhere"))
     assert code == 1 and "no such file or folder" in err
+
+
+async def test_config_show_prints_the_effective_configuration_with_secrets_masked(tmp_path):
+    config = tmp_path / "citadel.yaml"
+    config.write_text(
+        "CITADEL_RATE_RUNS: 5/min\n"
+        "port: 9000\n"
+        "DATABASE_URL: postgresql://citadel:db-s3cret@db.internal:5432/citadel\n"
+        "CITADEL_LLM_URL: https://proxy:proxy-s3cret@llm.internal/v1?api_key=query-s3cret&x=1\n"
+    )
+    env = {
+        "CITADEL_CONFIG": str(config),
+        "CITADEL_PORT": "9100",  # the environment wins over the file
+        "CITADEL_LLM_API_KEY": "sk-key-s3cret",
+        "REDIS_URL": "redis://:redis-s3cret@cache.internal:6379/2",
+    }
+    code, out, err = await run_cli("config", "show", env=env)
+    assert code == 0, err
+    assert "s3cret" not in out
+    shown = yaml.safe_load(out)
+    assert shown["CITADEL_RATE_RUNS"] == "5/min" and shown["CITADEL_PORT"] == 9100
+    assert shown["DATABASE_URL"] == "postgresql://citadel:***@db.internal:5432/citadel"
+    assert shown["REDIS_URL"] == "redis://:***@cache.internal:6379/2"
+    assert shown["CITADEL_LLM_URL"] == "https://proxy:***@llm.internal/v1?api_key=***&x=1"
+    assert shown["CITADEL_LLM_API_KEY"] == "***"
+    assert shown["CITADEL_EMBED_API_KEY"] is None  # unset secrets stay visibly unset
+    assert out.startswith(
+        f"# The effective configuration: the environment, over CITADEL_CONFIG={config}"
+    )
+
+
+async def test_config_show_names_every_problem_of_the_file(tmp_path):
+    config = tmp_path / "citadel.yaml"
+    config.write_text("CITADEL_RATE_RUN: 5/min\nport: lots\n")
+    code, out, err = await run_cli("config", "show", env={"CITADEL_CONFIG": str(config)})
+    assert code == 2 and out == ""
+    assert err.splitlines() == [
+        "configuration error: CITADEL_PORT: Input should be a valid integer, unable to parse "
+        "string as an integer",
+        "configuration error: CITADEL_RATE_RUN: unknown setting (did you mean CITADEL_RATE_RUNS?)",
+    ]

@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from agent_server.app import create_app
-from agent_server.config import ConfigError, Settings, frontend_api, parse_rate
+from agent_server.config import ConfigError, Settings, frontend_api, parse_rate, read_settings
 
 
 def test_defaults_need_no_configuration(monkeypatch):
@@ -41,6 +41,43 @@ def test_an_unreadable_yaml_file_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("CITADEL_CONFIG", str(config))
     with pytest.raises(ConfigError, match="must hold a mapping"):
         Settings()
+
+
+def test_a_misspelt_file_key_is_named_with_the_setting_it_resembles(monkeypatch, tmp_path):
+    config = tmp_path / "citadel.yaml"
+    config.write_text("CITADEL_RATE_RUN: 5/min\nlog_levle: debug\nDATABSE_URL: postgresql://h/db\n")
+    monkeypatch.setenv("CITADEL_CONFIG", str(config))
+    with pytest.raises(ConfigError) as refused:
+        read_settings()
+    assert refused.value.problems == [
+        "CITADEL_RATE_RUN: unknown setting (did you mean CITADEL_RATE_RUNS?)",
+        "log_levle: unknown setting (did you mean log_level?)",
+        "DATABSE_URL: unknown setting (did you mean DATABASE_URL?)",
+    ]
+
+
+def test_every_invalid_value_and_unknown_key_is_reported_at_once(monkeypatch, tmp_path):
+    config = tmp_path / "citadel.yaml"
+    config.write_text("port: 99999\nCITADEL_LOG_LEVEL: LOUD\nqdrant_api_key: [1]\nnonsense: 1\n")
+    monkeypatch.setenv("CITADEL_CONFIG", str(config))
+    with pytest.raises(ConfigError) as refused:
+        read_settings()
+    assert refused.value.problems == [
+        "CITADEL_PORT: Input should be less than or equal to 65535",
+        "CITADEL_LOG_LEVEL: Input should be 'debug', 'info', 'warning', 'error' or 'critical'",
+        "QDRANT_API_KEY: Input should be a valid string",
+        "nonsense: unknown setting",
+    ]
+
+
+def test_an_unknown_keyword_in_code_is_refused_like_a_file_key():
+    with pytest.raises(ConfigError, match="rate_run: unknown setting"):
+        read_settings(rate_run="5/min")
+
+
+def test_the_log_level_is_checked_and_any_case_is_accepted(monkeypatch):
+    monkeypatch.setenv("CITADEL_LOG_LEVEL", "WARNING")
+    assert read_settings().log_level == "warning"
 
 
 CLERK = {"clerk_issuer": "https://clerk.example.com", "clerk_jwt_key": "PEM"}

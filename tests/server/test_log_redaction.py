@@ -19,7 +19,13 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus
 
 from agent_server.config import Settings
-from agent_server.observability.logs import JsonFormatter, TextFormatter, bind_request
+from agent_server.observability.log_buffer import LogFilter, capture_logs
+from agent_server.observability.logs import (
+    JsonFormatter,
+    TextFormatter,
+    bind_request,
+    reconfigure_logging,
+)
 from agent_server.observability.redaction import REDACTED, Redactor, secrets_of
 from bench.servers import free_port
 from tests.auth.support import ISSUER, MACHINE_ID
@@ -95,6 +101,17 @@ def test_configured_values_are_redacted_wherever_they_appear():
     redactor = Redactor(["plain-llm-key-42", "short"])
     assert redactor("echoed plain-llm-key-42!") == f"echoed {REDACTED}!"
     assert redactor("a short word") == "a short word"  # too short to hide everywhere
+
+
+def test_a_reloaded_configurations_secrets_are_hidden_by_every_redacting_handler():
+    old = Settings(embed_api_key=SecretStr("plain-old-value-1234"), demo_docs=None)
+    new = Settings(embed_api_key=SecretStr("plain-new-value-5678"), demo_docs=None)
+    logger = logging.getLogger("citadel.test.reload")
+    with capture_logs(old) as buffer:
+        reconfigure_logging(new)
+        logger.warning("keys %s and %s", "plain-old-value-1234", "plain-new-value-5678")
+        [line] = [line for line in buffer.recent(LogFilter(), 100) if line["logger"] == logger.name]
+    assert line["message"] == f"keys {REDACTED} and {REDACTED}"
 
 
 def test_the_configured_secrets_are_the_secret_settings_and_the_passwords_of_urls():
