@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import orjson
@@ -32,6 +32,9 @@ import orjson
 from agent_server.backends.errors import BackendError, BackendTimeout, BackendUnavailable
 from agent_server.observability.logs import propagate_ids
 from agent_server.urls import redact_url
+
+if TYPE_CHECKING:
+    from agent_server.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,12 @@ class RetryPolicy:
             return min(retry_after, self.max_delay)
         ceiling = min(self.max_delay, self.base_delay * 2 ** (retry - 1))
         return ceiling * (1 - self.jitter * random.random())
+
+
+def model_policies(settings: Settings) -> tuple[Timeouts, RetryPolicy]:
+    """The timeouts and retries ``CITADEL_LLM_*`` give a remote chat model."""
+    timeouts = Timeouts(connect=settings.llm_connect_timeout, idle=settings.llm_idle_timeout)
+    return timeouts, RetryPolicy(attempts=settings.llm_retries + 1)
 
 
 DEFAULT_TIMEOUTS = Timeouts()

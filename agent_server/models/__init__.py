@@ -1,7 +1,13 @@
-"""Chat model backends: ``embedded`` (llama.cpp in-process), ``ollama``, ``openai``."""
+"""Chat model backends, by the name ``CITADEL_LLM`` gives them.
+
+Each backend is a module of this package with ``from_settings(settings) -> ChatModel``,
+imported only when configured. A new backend is its module plus one line in
+:data:`BACKENDS` (and its name among ``CITADEL_LLM``'s values in the settings).
+"""
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
 
 from agent_server.models.base import ChatModel
@@ -9,42 +15,13 @@ from agent_server.models.base import ChatModel
 if TYPE_CHECKING:
     from agent_server.config import Settings
 
+BACKENDS = {
+    "embedded": "agent_server.models.embedded",  # llama.cpp in this process
+    "ollama": "agent_server.models.ollama",
+    "openai": "agent_server.models.openai",  # any OpenAI-compatible server
+}
+
 
 def create_chat_model(settings: Settings) -> ChatModel:
-    """The backend the settings name; imports only what that backend needs."""
-    if settings.llm == "embedded":
-        from agent_server.models.embedded import EmbeddedChatModel
-
-        return EmbeddedChatModel(
-            settings.llm_model,
-            n_ctx=settings.llm_context,
-            n_threads=settings.llm_threads,
-            max_tokens=settings.llm_max_tokens or 512,
-        )
-    from agent_server.backends.resilience import CircuitBreaker, RetryPolicy, Timeouts
-
-    timeouts = Timeouts(connect=settings.llm_connect_timeout, idle=settings.llm_idle_timeout)
-    retry = RetryPolicy(attempts=settings.llm_retries + 1)
-    assert settings.llm_url and settings.llm_model  # Settings.problems() guarantees both
-    if settings.llm == "ollama":
-        from agent_server.models.ollama import OllamaChatModel
-
-        return OllamaChatModel(
-            settings.llm_url,
-            settings.llm_model,
-            keep_alive=settings.llm_keep_alive,
-            timeouts=timeouts,
-            retry=retry,
-            breaker=CircuitBreaker(),
-        )
-    from agent_server.models.openai import OpenAIChatModel
-
-    api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
-    return OpenAIChatModel(
-        settings.llm_url,
-        settings.llm_model,
-        api_key,
-        timeouts=timeouts,
-        retry=retry,
-        breaker=CircuitBreaker(),
-    )
+    """The backend the settings name."""
+    return importlib.import_module(BACKENDS[settings.llm]).from_settings(settings)

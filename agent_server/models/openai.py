@@ -4,7 +4,7 @@ Ollama's ``/v1``, LiteLLM, ...), streaming ``POST /chat/completions`` over SSE."
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
@@ -18,6 +18,7 @@ from agent_server.backends.resilience import (
     RetryPolicy,
     Timeouts,
     error_text,
+    model_policies,
 )
 from agent_server.models.base import (
     ChatMessage,
@@ -32,7 +33,24 @@ from agent_server.models.base import (
 )
 from agent_server.urls import redact_url
 
+if TYPE_CHECKING:
+    from agent_server.config import Settings
+
 _CHOICE_KEYWORDS = ("auto", "none", "required")
+
+
+def from_settings(settings: Settings) -> OpenAIChatModel:
+    timeouts, retry = model_policies(settings)
+    assert settings.llm_url and settings.llm_model  # Settings.problems() guarantees both
+    api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+    return OpenAIChatModel(
+        settings.llm_url,
+        settings.llm_model,
+        api_key,
+        timeouts=timeouts,
+        retry=retry,
+        breaker=CircuitBreaker(),
+    )
 
 
 class OpenAIChatModel:
