@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -392,7 +393,7 @@ async def test_websocket_runs_need_a_credential_too(ollama):
 async def test_opaque_machine_tokens_are_checked_with_clerk_when_configured(ollama):
     ollama.enqueue(ScriptedReply(text_reply("Hello opaque machine.")))
     double = ClerkBackendDouble()
-    double.tokens["mt_good"] = clerk_token()
+    double.tokens["mt_good"] = clerk_token(now=time.time())  # the server's clock is real
     async with (
         serve(double.app) as clerk_url,
         server(
