@@ -334,7 +334,9 @@ async def test_cancelling_the_consumer_closes_the_stream(
 async def test_closing_the_stream_early_disconnects(
     ollama: OllamaDouble, model: OllamaChatModel
 ) -> None:
-    ollama.enqueue(ScriptedReply(text_reply("a long answer", chunks=5), delay=0.05))
+    # The reply stays open after its first line: nothing but the close can end it (rather
+    # than the rest of it, sent 50 ms apart, outrunning the disconnect).
+    ollama.enqueue(ScriptedReply(text_reply("a long answer", chunks=5)[:1], hang=True))
 
     stream = model.stream(HELLO)
     assert isinstance(await anext(stream), TextDelta)
