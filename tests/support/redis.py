@@ -15,9 +15,9 @@ def redis_url(db: int = SPINE_DB, port: int = REDIS_PORT) -> str:
     return f"redis://127.0.0.1:{port}/{db}"
 
 
-def client(url: str, timeout: float = 2.0, name: str | None = None) -> redis.Redis:
+def client(url: str, timeout: float | None = 2.0, name: str | None = None) -> redis.Redis:
     """A client whose connections carry ``name`` (``CLIENT SETNAME``), to find them in
-    :func:`connections`."""
+    :func:`connections`. ``timeout`` None: no socket timeouts at all."""
     return redis.from_url(
         url, socket_timeout=timeout, socket_connect_timeout=timeout, client_name=name
     )
