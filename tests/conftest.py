@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from agent_server.app import create_app
 from agent_server.backends.resilience import RetryPolicy, Timeouts
@@ -17,6 +19,18 @@ from agent_server.models.ollama import OllamaChatModel
 from tests.doubles.ollama import DEFAULT_MODEL, OllamaDouble
 from tests.support.database import isolated_database_url
 from tests.support.servers import serve
+
+# Property tests draw the same examples on every run (derandomize: seeded from the test
+# itself), replay nothing from a local example database, and are not judged by the clock
+# (no per-example deadline, no "too slow" health check): a slow machine is not a failure.
+hypothesis_settings.register_profile(
+    "citadel",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+hypothesis_settings.load_profile("citadel")
 
 
 @contextlib.asynccontextmanager

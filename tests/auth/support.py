@@ -475,7 +475,8 @@ ROWS_FOR_THE_HTTP_LAYER = (54, 55, 56, 57, 58, 59)  # header and cookie extracti
 class JwksServer:
     """A JWKS endpoint on 127.0.0.1 (any path) that counts its hits and misbehaves on demand:
     ``status`` (e.g. 500), ``delay`` (seconds before answering), ``redirect_to`` (a path),
-    ``body`` (raw bytes instead of the keys)."""
+    ``body`` (raw bytes instead of the keys), and :meth:`hold` (no answer until
+    :meth:`release`: a server that hangs for as long as the test wants)."""
 
     def __init__(self, keys: list[dict[str, Any]] | None = None) -> None:
         self.keys = list(keys) if keys is not None else [rsa_key().jwk()]
@@ -485,6 +486,8 @@ class JwksServer:
         self.body: bytes | None = None
         self.paths: list[str] = []
         self.requested = threading.Event()  # set on every request
+        self._answering = threading.Event()
+        self._answering.set()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -507,11 +510,19 @@ class JwksServer:
     def url(self) -> str:
         return self.base_url + "/.well-known/jwks.json"
 
+    def hold(self) -> None:
+        """Requests from now on are counted, then get no answer until :meth:`release`."""
+        self._answering.clear()
+
+    def release(self) -> None:
+        self._answering.set()
+
     def __enter__(self) -> JwksServer:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.release()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
@@ -524,6 +535,7 @@ class JwksServer:
                 with server._lock:
                     server.paths.append(self.path)
                 server.requested.set()
+                server._answering.wait()
                 if server.delay:
                     time.sleep(server.delay)
                 if server.redirect_to is not None and self.path != server.redirect_to:

@@ -4,13 +4,13 @@ failure, fail closed before the first load, no redirects, only RSA signing keys,
 URLs (``jku``/``x5u``) never fetched.
 
 The verifier's clock (also the cache's) is fake, so TTL and cooldown pass without sleeping;
-only the timeout cases wait, for fractions of a second.
+only the timeout cases wait, for fractions of a second, on a server that does not answer at
+all until the test releases it (so only a timeout can end the wait).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -29,11 +29,18 @@ from tests.auth.support import (
     free_port,
     jwks_config,
     make_token,
+    pem_config,
     rsa_key,
 )
+from tests.support.waiting import PATIENCE
 
 TTL = 300.0
 COOLDOWN = 30.0
+# A short jwks_timeout_s, and what a wait it bounds must end within: five times longer (only
+# a stalled machine takes that long), yet under the default timeout, so a setting that is
+# not applied fails the test.
+SHORT_TIMEOUT = 0.5
+WITHIN_THE_SHORT_TIMEOUT = 2.5
 
 Factory = Callable[..., ClerkVerifier]
 
@@ -52,6 +59,10 @@ async def verifier_for(clock: FakeClock) -> AsyncIterator[Factory]:
     yield build
     for verifier in made:
         await verifier.aclose()
+
+
+def test_the_bound_on_short_timeouts_is_under_the_default() -> None:
+    assert SHORT_TIMEOUT < WITHIN_THE_SHORT_TIMEOUT < pem_config().jwks_timeout_s
 
 
 async def reason(verifier: ClerkVerifier, token: str) -> str:
@@ -214,30 +225,32 @@ async def test_stale_keys_are_served_when_a_refresh_fails(
 async def test_stale_keys_are_served_when_a_refresh_times_out(
     jwks_server: JwksServer, verifier_for: Factory, clock: FakeClock
 ) -> None:
-    verifier = verifier_for(jwks_server.url, jwks_timeout_s=0.2)
+    verifier = verifier_for(jwks_server.url, jwks_timeout_s=SHORT_TIMEOUT)
     await verifier.warm_up()
-    jwks_server.delay = 1.5
+    jwks_server.hold()  # the refresh gets no answer: only its timeout can end it
     clock.advance(TTL + 1)
-    started = time.perf_counter()
-    assert (await verifier.verify_session(make_token(now=clock.now))).user_id == USER
-    assert time.perf_counter() - started < 1.0
+    async with asyncio.timeout(WITHIN_THE_SHORT_TIMEOUT):
+        assert (await verifier.verify_session(make_token(now=clock.now))).user_id == USER
     assert jwks_server.hits == 2
 
 
 async def test_a_refresh_in_flight_does_not_hold_other_requests(
     jwks_server: JwksServer, verifier_for: Factory, clock: FakeClock
 ) -> None:
-    verifier = verifier_for(jwks_server.url, jwks_timeout_s=2.0)
+    verifier = verifier_for(jwks_server.url, jwks_timeout_s=30.0)
     await verifier.warm_up()
-    jwks_server.delay = 0.5
+    jwks_server.hold()  # the refresh is in flight until the test releases it
     jwks_server.requested.clear()
     clock.advance(TTL + 1)
     refreshing = asyncio.create_task(verifier.verify_session(make_token(now=clock.now)))
-    assert await asyncio.to_thread(jwks_server.requested.wait, 5)
-    started = time.perf_counter()
-    assert (await verifier.verify_session(make_token(now=clock.now))).user_id == USER
-    assert time.perf_counter() - started < 0.3
-    assert not refreshing.done()
+    try:
+        assert await asyncio.to_thread(jwks_server.requested.wait, 5)
+        # Held by the refresh, this would wait for the release, which comes after it.
+        async with asyncio.timeout(PATIENCE):
+            assert (await verifier.verify_session(make_token(now=clock.now))).user_id == USER
+        assert not refreshing.done()
+    finally:
+        jwks_server.release()
     assert (await refreshing).user_id == USER
     assert jwks_server.hits == 2
 
@@ -246,21 +259,19 @@ async def test_never_loaded_and_nobody_listening_fails_closed(
     verifier_for: Factory, clock: FakeClock
 ) -> None:
     verifier = verifier_for(f"http://127.0.0.1:{free_port()}/.well-known/jwks.json")
-    started = time.perf_counter()
-    assert await reason(verifier, make_token(now=clock.now)) == "keys_unavailable"
-    assert await reason(verifier, make_token(now=clock.now)) == "keys_unavailable"
-    assert time.perf_counter() - started < 1.0
+    async with asyncio.timeout(WITHIN_THE_SHORT_TIMEOUT):  # refused: no timeout waited out
+        assert await reason(verifier, make_token(now=clock.now)) == "keys_unavailable"
+        assert await reason(verifier, make_token(now=clock.now)) == "keys_unavailable"
     assert verifier.jwks_fetches == 1  # the second request waited for the back-off
 
 
 async def test_never_loaded_and_a_hanging_server_fails_closed_within_the_timeout(
     jwks_server: JwksServer, verifier_for: Factory, clock: FakeClock
 ) -> None:
-    jwks_server.delay = 2.0
-    verifier = verifier_for(jwks_server.url, jwks_timeout_s=0.2)
-    started = time.perf_counter()
-    assert await reason(verifier, make_token(now=clock.now)) == "keys_unavailable"
-    assert time.perf_counter() - started < 1.0
+    jwks_server.hold()
+    verifier = verifier_for(jwks_server.url, jwks_timeout_s=SHORT_TIMEOUT)
+    async with asyncio.timeout(WITHIN_THE_SHORT_TIMEOUT):
+        assert await reason(verifier, make_token(now=clock.now)) == "keys_unavailable"
 
 
 async def test_redirects_are_not_followed(
@@ -383,13 +394,17 @@ async def test_a_cancelled_fetch_leaves_the_fetching_to_a_waiter(
     jwks_server: JwksServer, verifier_for: Factory, clock: FakeClock
 ) -> None:
     """A client that goes away mid-fetch does not make the requests queued behind it fail."""
-    jwks_server.delay = 0.2
+    jwks_server.hold()  # the first fetch is still in flight when it is cancelled
     verifier = verifier_for(jwks_server.url)
     first = asyncio.create_task(verifier.verify_session(make_token(now=clock.now)))
-    assert await asyncio.to_thread(jwks_server.requested.wait, 5)
-    second = asyncio.create_task(verifier.verify_session(make_token(now=clock.now)))
-    await asyncio.sleep(0)  # let it queue on the lock
-    first.cancel()
+    try:
+        assert await asyncio.to_thread(jwks_server.requested.wait, 5)
+        second = asyncio.create_task(verifier.verify_session(make_token(now=clock.now)))
+        await asyncio.sleep(0)  # let it queue on the lock
+        first.cancel()
+        await asyncio.wait([first])
+    finally:
+        jwks_server.release()
     assert (await second).user_id == USER
     assert first.cancelled()
     assert jwks_server.hits == 2

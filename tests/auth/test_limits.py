@@ -8,9 +8,12 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from types import SimpleNamespace
 
 import pytest
 import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ConstantBackoff
 
 from agent_server.auth import limits
 from agent_server.auth.limits import (
@@ -22,8 +25,12 @@ from agent_server.auth.limits import (
     StreamSlots,
 )
 from tests.support.proxy import TcpProxy
+from tests.support.waiting import PATIENCE
 
 REDIS_PORT = 6379
+# A client that keeps retrying a Redis that is down for minutes: only the limiter's own
+# deadline can end a call, so a test bounding the call's time bounds a hang, not a speed.
+FOREVER = Retry(ConstantBackoff(0.1), 10_000)
 
 
 class FakeClock:
@@ -34,10 +41,37 @@ class FakeClock:
         return self.now
 
 
-def client(port: int = REDIS_PORT, timeout: float = 2.0) -> redis.Redis:
+def client(port: int = REDIS_PORT, timeout: float = 2.0, retry: Retry | None = None) -> redis.Redis:
+    kwargs = {} if retry is None else {"retry": retry}
     return redis.Redis(
-        host="127.0.0.1", port=port, socket_timeout=timeout, socket_connect_timeout=timeout
+        host="127.0.0.1",
+        port=port,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        **kwargs,
     )
+
+
+@pytest.fixture
+def retry_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """The clock RedisRateLimiter reads (``time.monotonic``) to leave a failed Redis alone
+    for REDIS_RETRY_EVERY seconds and to log at most once a minute: it moves when told to."""
+    clock = FakeClock()
+    monkeypatch.setattr(limits, "time", SimpleNamespace(monotonic=clock))
+    return clock
+
+
+def tries(connection: redis.Redis) -> list[object]:
+    """Records every script call the limiter makes on ``connection``: its tries of Redis."""
+    made: list[object] = []
+    evalsha = connection.evalsha
+
+    def counted(*args: object) -> object:
+        made.append(args)
+        return evalsha(*args)
+
+    connection.evalsha = counted  # type: ignore[method-assign]
+    return made
 
 
 @pytest.fixture
@@ -117,29 +151,38 @@ def test_rates_must_be_positive():
 async def test_redis_burst_then_refusal_with_retry_after(real_redis, key):
     limiter = redis_limiter(real_redis)
     rate = Rate(3, 0.5)
+    started = time.monotonic()
     assert [await limiter.take(key("alice"), rate) for _ in range(3)] == [0.0, 0.0, 0.0]
     retry = await limiter.take(key("alice"), rate)
-    assert 1.9 < retry <= 2.0  # 1 / per_second, less the few ms since the burst
+    since_the_burst = time.monotonic() - started  # what refilled meanwhile: at most this
+    assert 2.0 - since_the_burst <= retry <= 2.0  # 1 / per_second, less that time
     # The bucket expires when it would be full again: an absent bucket is a full one.
     ttl_ms = await real_redis.pttl(KEY_PREFIX + key("alice"))
-    assert 5000 < ttl_ms <= 6000
+    since_the_burst = time.monotonic() - started
+    assert 6000 - 1000 * since_the_burst - 1 <= ttl_ms <= 6000
 
 
 async def test_redis_refills_with_time(real_redis, key):
     limiter = redis_limiter(real_redis)
-    rate = Rate(2, 20.0)
+    rate = Rate(2, 0.01)  # a token every 100 s: nothing refills while the test runs
+    started = time.monotonic()
     assert [await limiter.take(key("alice"), rate) for _ in range(2)] == [0.0, 0.0]
     retry = await limiter.take(key("alice"), rate)
-    assert 0 < retry <= 0.05
-    await asyncio.sleep(retry + 0.01)
+    assert 100 - (time.monotonic() - started) <= retry <= 100
+    # ``retry`` seconds go by for the bucket: its tokens were last counted that long ago
+    # (``ts``, in Redis's milliseconds). The refill is the script's, on Redis's clock.
+    await real_redis.hincrbyfloat(KEY_PREFIX + key("alice"), "ts", -1000 * retry)
     assert await limiter.take(key("alice"), rate) == 0.0
+    assert await limiter.take(key("alice"), rate) > 0  # one token came, not more
 
 
 async def test_redis_keys_are_independent_and_cost_counts(real_redis, key):
     limiter = redis_limiter(real_redis)
     rate = Rate(5, 0.01)
+    started = time.monotonic()
     assert await limiter.take(key("alice"), rate, cost=3) == 0.0
-    assert 99 < await limiter.take(key("alice"), rate, cost=3) <= 100  # 1 token short
+    retry = await limiter.take(key("alice"), rate, cost=3)
+    assert 100 - (time.monotonic() - started) <= retry <= 100  # 1 token short
     assert await limiter.take(key("alice"), rate, cost=2) == 0.0
     assert await limiter.take(key("bob"), rate, cost=5) == 0.0
     with pytest.raises(ValueError, match="cost 6"):
@@ -165,15 +208,15 @@ async def test_redis_reloads_a_flushed_script(real_redis, key):
 # Redis down ---------------------------------------------------------------------------------
 
 
-async def test_redis_down_fails_open_to_the_memory_buckets(unused_tcp_port, caplog):
-    # The client's default retries alone would make each call wait for seconds.
-    down = client(unused_tcp_port, timeout=0.2)
+async def test_redis_down_fails_open_to_the_memory_buckets(unused_tcp_port, caplog, retry_clock):
+    down = client(unused_tcp_port, timeout=0.2, retry=FOREVER)
+    tried = tries(down)
     limiter = redis_limiter(down, fail_open=True)
     rate = Rate(2, 0.01)
-    started = time.monotonic()
     with caplog.at_level(logging.WARNING, "citadel.auth"):
-        waits = [await limiter.take("secret-caller-key", rate) for _ in range(3)]
-    assert time.monotonic() - started < 1.5
+        async with asyncio.timeout(PATIENCE):  # the client alone would retry for minutes
+            waits = [await limiter.take("secret-caller-key", rate) for _ in range(3)]
+    assert len(tried) == 1  # then Redis is left alone for REDIS_RETRY_EVERY
     assert waits[:2] == [0.0, 0.0] and waits[2] > 0
     assert await limiter.take("another", rate) == 0.0
     assert len(caplog.records) == 1
@@ -182,19 +225,20 @@ async def test_redis_down_fails_open_to_the_memory_buckets(unused_tcp_port, capl
     await down.aclose()
 
 
-async def test_redis_down_fails_closed(unused_tcp_port, caplog):
-    down = client(unused_tcp_port, timeout=0.2)
+async def test_redis_down_fails_closed(unused_tcp_port, caplog, retry_clock):
+    down = client(unused_tcp_port, timeout=0.2, retry=FOREVER)
+    tried = tries(down)
     limiter = redis_limiter(down, fail_open=False)
-    started = time.monotonic()
     with caplog.at_level(logging.WARNING, "citadel.auth"):
-        waits = [await limiter.take("alice", Rate(100, 1.0)) for _ in range(3)]
-    assert time.monotonic() - started < 1.5
+        async with asyncio.timeout(PATIENCE):  # the client alone would retry for minutes
+            waits = [await limiter.take("alice", Rate(100, 1.0)) for _ in range(3)]
+    assert len(tried) == 1
     assert waits == [FAIL_CLOSED_RETRY] * 3
     assert "refusing limited requests" in caplog.text
     await down.aclose()
 
 
-async def test_a_silent_redis_costs_one_timeout_then_nothing(unused_tcp_port):
+async def test_a_silent_redis_costs_one_timeout_then_nothing(unused_tcp_port, retry_clock):
     """A Redis that accepts but never answers: the limiter's own deadline bounds the call,
     and for a while Redis is not even tried."""
 
@@ -204,32 +248,37 @@ async def test_a_silent_redis_costs_one_timeout_then_nothing(unused_tcp_port):
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     hanging = client(port, timeout=30)  # only the limiter's deadline stops the wait
+    tried = tries(hanging)
     limiter = RedisRateLimiter(hanging, fallback=MemoryRateLimiter(), fail_open=True, timeout=0.3)
     try:
         started = time.monotonic()
-        assert await limiter.take("alice", Rate(1, 0.01)) == 0.0
-        first = time.monotonic() - started
-        assert 0.25 < first < 1.0
-        started = time.monotonic()
+        async with asyncio.timeout(PATIENCE):  # not the client's 30 s
+            assert await limiter.take("alice", Rate(1, 0.01)) == 0.0
+        assert time.monotonic() - started > 0.25  # Redis was waited for, up to the deadline
         assert await limiter.take("alice", Rate(1, 0.01)) > 0  # the fallback's bucket
-        assert time.monotonic() - started < 0.05
+        assert len(tried) == 1  # the second call did not try Redis
     finally:
         await hanging.aclose()
         server.close()
 
 
-async def test_failures_are_logged_once_a_minute(unused_tcp_port, caplog, monkeypatch):
+async def test_failures_are_logged_once_a_minute(unused_tcp_port, caplog, monkeypatch, retry_clock):
     monkeypatch.setattr(limits, "REDIS_RETRY_EVERY", 0.0)  # every call tries Redis
     down = client(unused_tcp_port, timeout=0.2)
+    tried = tries(down)
     limiter = RedisRateLimiter(down, fallback=MemoryRateLimiter(), fail_open=False, timeout=0.1)
     with caplog.at_level(logging.WARNING, "citadel.auth"):
         for _ in range(4):
             assert await limiter.take("alice", Rate(1, 1.0)) == FAIL_CLOSED_RETRY
-    assert len(caplog.records) == 1
+        retry_clock.now += 60
+        assert await limiter.take("alice", Rate(1, 1.0)) == FAIL_CLOSED_RETRY
+    assert len(tried) == 5
+    assert len(caplog.records) == 2  # at once, then a minute later (with the count)
+    assert "5 Redis failure(s)" not in caplog.text and "4 Redis failure(s)" in caplog.text
     await down.aclose()
 
 
-async def test_redis_is_used_again_once_it_is_back(real_redis, key):
+async def test_redis_is_used_again_once_it_is_back(real_redis, key, retry_clock):
     async with TcpProxy("127.0.0.1", REDIS_PORT) as proxy:
         through = client(proxy.port, timeout=0.2)
         limiter = redis_limiter(through, fail_open=False)
@@ -241,7 +290,7 @@ async def test_redis_is_used_again_once_it_is_back(real_redis, key):
             proxy.restore()
             # Left alone for a second after a failure.
             assert await limiter.take(key("alice"), rate) == FAIL_CLOSED_RETRY
-            await asyncio.sleep(limits.REDIS_RETRY_EVERY)
+            retry_clock.now += limits.REDIS_RETRY_EVERY
             assert await limiter.take(key("alice"), rate) == 0.0
         finally:
             await through.aclose()

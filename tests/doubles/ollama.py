@@ -64,10 +64,11 @@ class ScriptedReply:
     """One answer to ``POST /api/chat``.
 
     ``lines`` are sent as NDJSON (a ``str`` is sent verbatim, for malformed-line tests), each
-    after ``delay`` seconds. With ``hang`` the reply then stays open, sending nothing, until the
-    client disconnects or the double shuts down. A ``status`` of 400 or more sends
-    ``error_body`` (default ``{"error": "scripted HTTP <status>"}``) instead of lines, with
-    ``headers`` (e.g. ``Retry-After``).
+    after ``delay`` seconds; with a ``gate``, not one before the test sets it (the model is
+    silent for exactly as long as the test needs). With ``hang`` the reply then stays open,
+    sending nothing, until the client disconnects or the double shuts down. A ``status`` of
+    400 or more sends ``error_body`` (default ``{"error": "scripted HTTP <status>"}``)
+    instead of lines, with ``headers`` (e.g. ``Retry-After``).
     """
 
     lines: Sequence[Line] = ()
@@ -76,6 +77,7 @@ class ScriptedReply:
     hang: bool = False
     error_body: Mapping[str, Any] | None = None
     headers: Mapping[str, str] | None = None
+    gate: asyncio.Event | None = None
 
 
 # Line builders: realistic /api/chat streams -------------------------------------------------
@@ -322,6 +324,8 @@ class _Replay:
         await asyncio.gather(writer, hangup, return_exceptions=True)
 
     async def _write(self, send: Send) -> None:
+        if self._reply.gate is not None:
+            await _first_of(self._reply.gate, self._double._closing)
         for line in self._reply.lines:
             if self._reply.delay:
                 await asyncio.sleep(self._reply.delay)
@@ -330,6 +334,16 @@ class _Replay:
         if self._reply.hang:
             await self._double._closing.wait()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    """Wait until one of ``events`` is set."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 async def _hangup(receive: Receive) -> None:

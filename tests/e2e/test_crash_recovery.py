@@ -3,7 +3,7 @@ interrupted run is marked failed, and the thread goes on."""
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import signal
 from pathlib import Path
 
@@ -17,6 +17,21 @@ from tests.doubles.ollama import DEFAULT_MODEL, OllamaDouble, ScriptedReply, tex
 from tests.support.agui import new_id, run_input, stream, types
 from tests.support.database import isolated_database_url
 from tests.support.processes import citadel_process, clean_env
+from tests.support.waiting import eventually
+
+
+async def stored_through(database: str, thread_id: str, run_id: str, seq: int) -> bool:
+    """Whether the run's events up to ``seq`` are in the store."""
+    connection = await asyncpg.connect(database)
+    try:
+        last = await connection.fetchval(
+            "SELECT max(seq_to) FROM run_events WHERE thread_id = $1 AND run_id = $2",
+            thread_id,
+            run_id,
+        )
+    finally:
+        await connection.close()
+    return last is not None and last >= seq
 
 
 async def test_sigkill_mid_run_then_restart(tmp_path: Path):
@@ -47,7 +62,12 @@ async def test_sigkill_mid_run_then_restart(tmp_path: Path):
                     async for chunk in response.aiter_bytes():
                         received += decoder.feed(chunk)
                         if sum('"TEXT_MESSAGE_CONTENT"' in m.data for m in received) == 3:
-                            await asyncio.sleep(0.3)  # the events reach the store
+                            seen = int(received[-1].id.rsplit(":", 1)[1])
+                            # What the client has seen is in the store, then the crash.
+                            stored = functools.partial(
+                                stored_through, database, thread_id, "run-2", seen
+                            )
+                            await eventually(stored)
                             process.send_signal(signal.SIGKILL)
                             break
                 await process.wait()

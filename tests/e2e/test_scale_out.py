@@ -107,16 +107,24 @@ async def test_a_run_on_a_resumes_on_b_stops_from_b_and_b_watches_it(tmp_path: P
 @pytest.mark.timeout(120)
 async def test_hydrating_on_b_follows_the_live_run_of_a(tmp_path: Path):
     async with OllamaDouble() as ollama, shared_workers(tmp_path, ollama) as (a, b):
-        ollama.enqueue(ScriptedReply(text_reply("slow and steady", chunks=4), delay=0.2))
+        answer = asyncio.Event()  # the model is silent until B has joined A's run
+        ollama.enqueue(ScriptedReply(text_reply("slow and steady", chunks=4), gate=answer))
         thread, run = new_id("thread"), new_id("run")
         async with httpx.AsyncClient(timeout=30) as client:
             on_a = asyncio.create_task(client.post(f"{a}/agui", json=run_input(thread, run)))
             await ollama.wait_for_requests(1)
-            hydrated = await client.post(
-                f"{b}/agui/connect", json={"threadId": thread, "protocolVersion": "1.0"}
-            )
+            body = {"threadId": thread, "protocolVersion": "1.0"}
+            decoder, hydrated = SSEDecoder(), []
+            try:
+                async with client.stream("POST", f"{b}/agui/connect", json=body) as response:
+                    async for chunk in response.aiter_bytes():
+                        hydrated += decoder.feed(chunk)
+                        if len(hydrated) >= 5:  # the hydration, then the live RUN_STARTED
+                            answer.set()
+            finally:
+                answer.set()
             original = SSEDecoder().feed((await on_a).content)
-        followed = [orjson.loads(m.data) for m in SSEDecoder().feed(hydrated.content)]
+        followed = [orjson.loads(m.data) for m in hydrated]
         # The hydration run, then the live run exactly as A sent it.
         assert types(followed)[:4] == [
             "RUN_STARTED",

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from agent_server.knowledge.embedders import embedded
 from agent_server.knowledge.embedders.base import Embedder
 from agent_server.knowledge.embedders.embedded import (
     DIMENSIONS,
@@ -36,6 +38,38 @@ PASSAGES = [
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b)
+
+
+class HeldRun:
+    """After :meth:`hold_next`, the embedder's next model run waits on the worker thread
+    (``running`` set) until :meth:`release`: what is queued meanwhile is then known, rather
+    than whatever the loop managed to queue while the worker went on."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.running = threading.Event()
+        self._released = threading.Event()
+        self._armed = False
+        infer = embedded.infer
+
+        def held_infer(session: object, rows: object) -> np.ndarray:
+            if self._armed:
+                self._armed = False
+                self.running.set()
+                self._released.wait()
+            return infer(session, rows)
+
+        monkeypatch.setattr(embedded, "infer", held_infer)
+
+    def hold_next(self) -> None:
+        self._armed = True
+
+    def release(self) -> None:
+        self._released.set()
+
+
+@pytest.fixture
+def held_run(monkeypatch: pytest.MonkeyPatch) -> HeldRun:
+    return HeldRun(monkeypatch)
 
 
 async def test_implements_the_protocol(embedded_embedder: EmbeddedEmbedder) -> None:
@@ -117,49 +151,60 @@ async def test_no_texts_give_an_empty_matrix(embedded_embedder: EmbeddedEmbedder
     assert vectors.dtype == np.float32
 
 
-async def test_concurrent_calls_are_merged_into_fewer_batches() -> None:
+async def test_concurrent_calls_are_merged_into_fewer_batches(held_run: HeldRun) -> None:
     texts = [f"question {i}: " + "how does the server store runs? " * (i % 7) for i in range(64)]
     embedder = EmbeddedEmbedder()
     try:
         sequential = np.concatenate([await embedder.embed([text]) for text in texts])
         assert embedder.batches == embedder.requests == 64
 
-        concurrent = await asyncio.gather(*(embedder.embed([text]) for text in texts))
+        held_run.hold_next()  # the first run waits until all 64 calls are queued
+        merged = asyncio.gather(*(embedder.embed([text]) for text in texts))
+        assert await asyncio.to_thread(held_run.running.wait, 60)
+        held_run.release()
+        concurrent = await merged
 
         assert embedder.requests == 128
         assert embedder.batches - 64 <= 16  # 64 one-text requests: a handful of model runs
         np.testing.assert_allclose(np.concatenate(concurrent), sequential, atol=1e-5)
     finally:
+        held_run.release()
         await embedder.aclose()
 
 
-async def test_a_query_rides_along_with_a_large_request() -> None:
+async def test_a_query_rides_along_with_a_large_request(held_run: HeldRun) -> None:
     embedder = EmbeddedEmbedder()
     try:
+        held_run.hold_next()
         big = asyncio.ensure_future(embedder.embed([f"passage {i} " * 20 for i in range(100)]))
-        await asyncio.sleep(0.05)  # the big request is running
+        assert await asyncio.to_thread(held_run.running.wait, 60)  # the big request is running
+        asyncio.get_running_loop().call_soon(held_run.release)  # once the query is queued
         query = await embedder.embed(["a short question"])
 
         assert not big.done()  # served before the 100 passages were finished
         assert query.shape == (1, 384)
         assert (await big).shape == (100, 384)
     finally:
+        held_run.release()
         await embedder.aclose()
 
 
-async def test_a_cancelled_call_does_not_stop_the_others() -> None:
+async def test_a_cancelled_call_does_not_stop_the_others(held_run: HeldRun) -> None:
     embedder = EmbeddedEmbedder()
     try:
+        held_run.hold_next()
         doomed = asyncio.ensure_future(embedder.embed(["passage " * 100] * 100))
-        await asyncio.sleep(0.05)
+        assert await asyncio.to_thread(held_run.running.wait, 60)  # its first run is under way
         doomed.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await doomed
+        held_run.release()
         vectors = await embedder.embed(["still served"])
 
         assert vectors.shape == (1, 384)
         assert embedder.batches < 10  # the 100 passages needed 10 runs; the rest was dropped
-        with pytest.raises(asyncio.CancelledError):
-            await doomed
     finally:
+        held_run.release()
         await embedder.aclose()
 
 

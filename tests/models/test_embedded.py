@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -102,22 +103,37 @@ def assert_text_answer(deltas: list[Delta]) -> None:
 
 
 class GenerateProbe:
-    """Wraps ``Llama.generate`` to count sampled tokens and overlapping generations."""
+    """Wraps ``Llama.generate`` to count sampled tokens and overlapping generations. After
+    :meth:`hold_after`, the first generation pauses (the worker thread waits) once it has
+    handed out that many tokens, until :meth:`release`."""
 
     def __init__(self, llama: Any) -> None:
         self._generate = llama.generate
         self.tokens: list[int] = []  # tokens sampled, per generate() call
         self.active = 0
         self.peak = 0
+        self.holding = threading.Event()
+        self._hold_at: int | None = None
+        self._released = threading.Event()
+
+    def hold_after(self, tokens: int) -> None:
+        self._hold_at = tokens
+
+    def release(self) -> None:
+        self._released.set()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Iterator[int]:
         self.active += 1
         self.peak = max(self.peak, self.active)
         self.tokens.append(0)
+        first = len(self.tokens) == 1
         try:
             for token in self._generate(*args, **kwargs):
                 self.tokens[-1] += 1
                 yield token
+                if first and self.tokens[-1] == self._hold_at:
+                    self.holding.set()
+                    self._released.wait()
         finally:
             self.active -= 1
 
@@ -354,6 +370,9 @@ async def test_cancelling_stops_generation_and_frees_the_model(
 ) -> None:
     received: list[Delta] = []
     three = asyncio.Event()
+    # The generation pauses after ten tokens while the test cancels: the cancellation lands
+    # at a known token, not wherever a busy machine's scheduling puts it.
+    probe.hold_after(10)
     stream = model.stream(LONG_STORY)
 
     async def consume() -> None:
@@ -365,16 +384,21 @@ async def test_cancelling_stops_generation_and_frees_the_model(
                     return  # the stream is closed below, as `async for ... break` leaves it
 
     task = asyncio.create_task(consume())
-    await three.wait()
-    if how == "aclose":
-        await task
-        sampled_at_cancel = probe.tokens[0]
-        await stream.aclose()
-    else:
-        sampled_at_cancel = probe.tokens[0]
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
+    try:
+        assert await asyncio.to_thread(probe.holding.wait, 60)
+        async with asyncio.timeout(60):
+            await three.wait()
+        if how == "aclose":
             await task
+            sampled_at_cancel = probe.tokens[0]
+            await stream.aclose()
+        else:
+            sampled_at_cancel = probe.tokens[0]
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    finally:
+        probe.release()
 
     # The model is free: the next request runs (after the cancelled one has stopped).
     after = await asyncio.wait_for(collect(model, ask("Say hi.", max_tokens=8)), timeout=120)

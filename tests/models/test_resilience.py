@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import random
 import time
 from collections.abc import AsyncIterator
 
 import pytest
+import time_machine
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from agent_server.backends.errors import BackendError, BackendTimeout, BackendUnavailable
+from agent_server.backends import resilience
 from agent_server.backends.resilience import (
     CircuitBreaker,
     CircuitState,
@@ -21,6 +23,7 @@ from agent_server.backends.resilience import (
     RetryPolicy,
     Timeouts,
 )
+from agent_server.models.base import BackendError, BackendTimeout, BackendUnavailable
 from tests.support.servers import serve
 
 # Circuit breaker -------------------------------------------------------------------------
@@ -123,7 +126,10 @@ def test_backoff_doubles_up_to_the_cap() -> None:
     assert [policy.delay(n) for n in range(1, 6)] == [0.5, 1.0, 2.0, 3.0, 3.0]
 
 
-def test_jitter_shortens_each_delay_by_at_most_its_fraction() -> None:
+def test_jitter_shortens_each_delay_by_at_most_its_fraction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(resilience, "random", random.Random(1234))  # the same draws every run
     policy = RetryPolicy(base_delay=1.0, max_delay=8.0, jitter=0.5)
 
     delays = [policy.delay(3) for _ in range(200)]
@@ -270,14 +276,17 @@ async def test_retry_after_is_honoured_up_to_the_max_delay(header: str, expected
 
 
 async def test_retry_after_as_http_date() -> None:
-    when = email.utils.formatdate(time.time() + 30, usegmt=True)
-    flaky, sleeps = Flaky(failures=1, status=503, retry_after=when), Sleeps()
-    http = client(sleeps, retry=RetryPolicy(max_delay=60.0))
+    # The wall clock stands still (a whole second: HTTP dates have no fractions), so the
+    # delay is exact whatever the time the request takes.
+    with time_machine.travel(1_750_000_000, tick=False):
+        when = email.utils.formatdate(time.time() + 30, usegmt=True)
+        flaky, sleeps = Flaky(failures=1, status=503, retry_after=when), Sleeps()
+        http = client(sleeps, retry=RetryPolicy(max_delay=60.0))
 
-    async with serve(flaky.app) as url:
-        await read_all(http, url)
+        async with serve(flaky.app) as url:
+            await read_all(http, url)
 
-    assert 27 <= sleeps.delays[0] <= 30
+    assert sleeps.delays == [30.0]
     await http.aclose()
 
 

@@ -41,22 +41,44 @@ async def test_legacy_followers_get_downgraded_frames_and_v1_followers_do_not():
 
 
 async def test_a_burst_is_paced_into_few_writes_and_a_slow_stream_is_not_delayed():
-    async def produce(log: EventLog, count: int, pause: float) -> None:
-        for n in range(count):
+    loop = asyncio.get_running_loop()
+    interval = 0.02
+
+    async def burst_into(log: EventLog) -> None:  # an event at every turn of the loop
+        for n in range(200):
             log.append(events.text_message_content("m", str(n)))
-            await asyncio.sleep(pause)
+            await asyncio.sleep(0)
         log.close()
 
-    burst, slow = EventLog("t", "burst"), EventLog("t", "slow")
-    producers = [
-        asyncio.create_task(produce(burst, 200, 0)),
-        asyncio.create_task(produce(slow, 10, 0.03)),
-    ]
-    burst_batches, slow_batches = await asyncio.gather(
-        collect(burst, min_interval=0.02), collect(slow, min_interval=0.02)
-    )
-    await asyncio.gather(*producers)
-    assert sum(map(len, burst_batches)) == 200 and len(burst_batches) < 20
+    burst = EventLog("t", "burst")
+    began = loop.time()
+    producer = asyncio.create_task(burst_into(burst))
+    burst_batches = await collect(burst, min_interval=interval)
+    lasted = loop.time() - began
+    await producer
+    assert sum(map(len, burst_batches)) == 200
+    # Batches follow each other ``interval`` apart at least (only the one after the close may
+    # come sooner), however long the burst takes on this machine: one write per interval.
+    assert len(burst_batches) <= lasted / interval + 2
+
+    slow = EventLog("t", "slow")
+    slow_batches: list[list[bytes]] = []
+
+    async def follow_slow() -> None:
+        async for batch in slow.follow(min_interval=interval):
+            slow_batches.append(batch)
+
+    follower = asyncio.create_task(follow_slow())
+    for n in range(10):
+        slow.append(events.text_message_content("m", str(n)))
+        for _ in range(10):  # turns of the loop, not time: a follower that waits is delayed
+            if len(slow_batches) > n:
+                break
+            await asyncio.sleep(0)
+        assert len(slow_batches) == n + 1, "an event more than an interval after the last waited"
+        await asyncio.sleep(interval)  # the next event comes an interval after this one left
+    slow.close()
+    await follower
     assert [len(batch) for batch in slow_batches] == [1] * 10  # every event on its own
 
 

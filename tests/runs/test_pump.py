@@ -17,9 +17,11 @@ class Sink:
         self.calls: list[list[EventBatch]] = []
         self.down = False
         self.called = asyncio.Event()
+        self.refused = asyncio.Event()
 
     async def __call__(self, batches: list[EventBatch]) -> None:
         if self.down:
+            self.refused.set()
             raise ConnectionError("sink down")
         self.calls.append(batches)
         self.called.set()
@@ -28,6 +30,10 @@ class Sink:
         await asyncio.wait_for(self.called.wait(), 5)
         self.called.clear()
         return self.calls[-1]
+
+    async def next_refusal(self) -> None:
+        await asyncio.wait_for(self.refused.wait(), 5)
+        self.refused.clear()
 
 
 def texts(batch: EventBatch) -> list[str]:
@@ -75,7 +81,8 @@ async def test_a_sink_that_is_down_gets_everything_once_it_is_back_and_the_lag_s
     try:
         sink.down = True
         log.append(events.text_message_content("m", "while down"))
-        await asyncio.sleep(0.1)
+        await sink.next_refusal()
+        await sink.next_refusal()  # tried again after a backoff: the batch was kept
         assert sink.calls == [] and pump.lag > 0
         log.append(events.text_message_content("m", "still down"))
         sink.down = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 
 import orjson
@@ -16,14 +17,21 @@ from agent_server.runs.claims import Claim, ClaimsUnavailable
 from agent_server.runs.redis_bus import FEED_KEY, RedisBus, run_stream_key
 from agent_server.runs.redis_claims import RedisClaims
 from agent_server.store.base import EventBatch
-from tests.support.redis import client, empty_redis
+from tests.support.redis import client, connections, empty_redis
+from tests.support.waiting import eventually
+
+BLOCKING = f"citadel-test-blocking-{uuid.uuid4().hex}"  # the blocking client's connections
 
 
 @contextlib.asynccontextmanager
-async def redis_clients() -> AsyncIterator[tuple[redis.Redis, redis.Redis]]:
-    """A shared client that answers at once and one for blocking reads, on an empty database."""
+async def redis_clients(
+    blocking_timeout: float = 5, shared_timeout: float | None = 0.5
+) -> AsyncIterator[tuple[redis.Redis, redis.Redis]]:
+    """A shared client that answers at once and one for blocking reads, on an empty database;
+    the blocking client's connections are named :data:`BLOCKING`."""
     async with empty_redis() as url:
-        shared, blocking = client(url, 0.5), client(url, 5)
+        shared = client(url, shared_timeout)
+        blocking = client(url, blocking_timeout, name=BLOCKING)
         try:
             yield shared, blocking
         finally:
@@ -67,10 +75,14 @@ async def test_published_batches_reach_the_run_stream_and_the_feed_once():
 
 
 async def test_a_blocked_reader_wakes_when_a_batch_arrives():
-    async with redis_clients() as (shared, blocking):
+    async with redis_clients(blocking_timeout=60) as (shared, blocking):
         bus = RedisBus(shared, blocking, retention=60)
-        reader = asyncio.create_task(bus.read_run("t1", "r1", 0, block=3))
-        await asyncio.sleep(0.2)
+        reader = asyncio.create_task(bus.read_run("t1", "r1", 0, block=30))
+
+        async def reading() -> bool:  # the reader waits in XREAD, in Redis
+            return any("b" in c["flags"] for c in await connections(shared, BLOCKING))
+
+        await eventually(reading)
         assert not reader.done()
         await bus.publish([batch(1, 1)])
         found = await asyncio.wait_for(reader, 2)
@@ -121,17 +133,25 @@ async def test_claims_are_exclusive_and_only_their_holder_frees_them():
 
 
 async def test_a_claim_lost_with_redis_data_is_claimed_again_at_renewal():
-    async with redis_clients() as (shared, blocking):
-        claims = RedisClaims(shared, blocking, lease=0.3)
+    # No socket timeout on the claims' client: with one, redis-py sends through
+    # asyncio.wait_for, which on Python 3.11 can swallow the cancellation aclose() sends the
+    # renewal task mid-call (CPython gh-86296); the task then renews on and aclose() waits
+    # for it forever. How often depends on how the test's wake-ups line up with renewals.
+    async with redis_clients(shared_timeout=None) as (shared, blocking):
+        lease = 0.3
+        claims = RedisClaims(shared, blocking, lease=lease)
         claim = Claim("r1", "alice", "worker-a")
+
+        async def held() -> bool:
+            return await claims.holder("t1") == claim
+
         await claims.claim("t1", claim)
         await claims.start()
         try:
             await shared.flushdb()  # Redis restarted without persistence
-            await asyncio.sleep(0.25)  # a renewal every lease / 3
-            assert await claims.holder("t1") == claim
-            await asyncio.sleep(0.5)  # renewed past the first lease
-            assert await claims.holder("t1") == claim
+            await eventually(held)  # claimed again by a renewal (one every lease / 3)
+            await asyncio.sleep(lease)  # past the lease it was claimed again with
+            await eventually(held)  # renewed meanwhile: still the holder
         finally:
             await claims.aclose()
 
@@ -143,7 +163,11 @@ async def test_stop_requests_reach_the_worker_listening():
         runner.on_stop = lambda thread, run: received.put_nowait((thread, run))
         await runner.start()
         try:
-            await asyncio.sleep(0.3)  # subscribed
+
+            async def subscribed() -> bool:  # a request published before would be lost
+                return any(int(c["sub"]) > 0 for c in await connections(shared, BLOCKING))
+
+            await eventually(subscribed)
             await asker.request_stop("t1", "r1")
             assert await asyncio.wait_for(received.get(), 3) == ("t1", "r1")
             assert not await asker.watched("t1", "r1")

@@ -77,7 +77,7 @@ async def test_a_crashing_or_slow_tool_becomes_an_error_result():
     async def slow(arguments, context):
         import asyncio
 
-        await asyncio.sleep(5)
+        await asyncio.Event().wait()  # never done: only the tool's timeout ends it
 
     context = ToolContext("t", "r", {})
     broken = BackendTool("broken", "d", {"type": "object"}, crash)

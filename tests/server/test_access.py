@@ -5,8 +5,8 @@ TEST DOUBLE: no Ollama server runs here)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -36,7 +36,9 @@ from tests.support.clerk import (
     session_token,
 )
 from tests.support.database import isolated_database_url, migrated_pool
+from tests.support.metrics import gauge_is
 from tests.support.servers import serve
+from tests.support.waiting import eventually
 
 PUBLIC = {"/health", "/ready", "/metrics", "/openapi.json", "/docs"}
 
@@ -172,6 +174,11 @@ async def test_someone_elses_thread_is_not_found_everywhere(ollama):
 # Machines --------------------------------------------------------------------------------------
 
 
+def tampered(secret: str) -> str:
+    """``secret`` with its last two characters changed (a random secret may end in any)."""
+    return secret[:-2] + ("xx" if secret[-2:] != "xx" else "yy")
+
+
 async def test_api_keys_act_within_their_scopes(ollama):
     ollama.enqueue(ScriptedReply(text_reply("Hello agent.")))
     async with server(ollama) as (url, database), httpx.AsyncClient(base_url=url) as client:
@@ -195,7 +202,7 @@ async def test_api_keys_act_within_their_scopes(ollama):
             headers=bearer(writer_secret),
         )
         admin = await client.get("/admin/audit", headers=bearer(runner_secret))
-        wrong = await client.get("/threads", headers=bearer(runner_secret[:-2] + "xx"))
+        wrong = await client.get("/threads", headers=bearer(tampered(runner_secret)))
         async with key_store(database) as keys:
             assert await keys.revoke(runner.id, Actor("test"))
         revoked = await client.get("/threads", headers=bearer(runner_secret))
@@ -290,9 +297,11 @@ async def test_open_streams_are_capped_per_caller(ollama):
     ):
         async with client.stream("POST", "/agui", json=run_body(), headers=alice) as first:
             assert first.status_code == 200
+            await ollama.wait_for_requests()  # alice's run took the hanging reply, not bob's
             second = await client.post("/agui", json=run_body(), headers=alice)
             bobs = await stream(client, "/agui", run_body(), bearer(session_token("bob")))
-        await asyncio.sleep(0.2)  # the first stream's slot is freed as its response ends
+        # The first stream's slot is freed as its response ends, just after the client left.
+        await eventually(gauge_is(client, "citadel_streams_open", 0))
         ollama.enqueue(ScriptedReply(text_reply("again")))
         third = await stream(client, "/agui", run_body(), alice)
     assert second.status_code == 429 and second.json()["error"]["code"] == "too_many_streams"
@@ -309,7 +318,8 @@ async def test_a_stream_ends_at_its_time_limit_and_resumes_with_a_fresh_token(ol
     ):
         status, first = await stream(client, "/agui", body, bearer(session_token()))
         last_id = f"{body['runId']}:{len(first)}"
-        await asyncio.sleep(2.5)  # the run goes on without a listener
+        # The run goes on without a listener, to its end.
+        await eventually(gauge_is(client, "citadel_runs_active", 0))
         resumed = await client.post(
             "/agui/connect",
             json={"threadId": body["threadId"]},
@@ -392,7 +402,7 @@ async def test_websocket_runs_need_a_credential_too(ollama):
 async def test_opaque_machine_tokens_are_checked_with_clerk_when_configured(ollama):
     ollama.enqueue(ScriptedReply(text_reply("Hello opaque machine.")))
     double = ClerkBackendDouble()
-    double.tokens["mt_good"] = clerk_token()
+    double.tokens["mt_good"] = clerk_token(now=time.time())  # the server's clock is real
     async with (
         serve(double.app) as clerk_url,
         server(

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import httpx
 import orjson
 import pytest
+import time_machine
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus
 
@@ -127,10 +128,12 @@ async def test_a_reader_that_falls_behind_skips_ahead_with_a_resync_item():
     reader = feed_items(services, FeedQuery())  # type: ignore[arg-type]
     [connected] = await anext(reader)
     events = [b'{"type":"CUSTOM","name":"n","value":1}']
-    for seq in range(1, 2 * PAGE + 1):  # the reader reads nothing meanwhile: it is slow
-        await bus.publish([EventBatch("t", "r", seq, events, "alice")])
-    await asyncio.sleep(0.3)
-    await bus.publish([EventBatch("t", "r", 2 * PAGE + 1, events, "alice")])
+    # Feed ids are the wall clock's milliseconds: it stands still, then moves 0.3 s at once.
+    with time_machine.travel(1_750_000_000, tick=False) as clock:
+        for seq in range(1, 2 * PAGE + 1):  # the reader reads nothing meanwhile: it is slow
+            await bus.publish([EventBatch("t", "r", seq, events, "alice")])
+        clock.shift(0.3)
+        await bus.publish([EventBatch("t", "r", 2 * PAGE + 1, events, "alice")])
     [resync] = await anext(reader)
     marker = orjson.loads(resync[1])
     assert marker["kind"] == "resync" and marker["reason"] == "slow_consumer"

@@ -16,7 +16,14 @@ import pytest
 
 from tests.conftest import citadel, double_model
 from tests.doubles.ollama import ScriptedReply, text_reply, thinking_reply, tool_call_reply
-from tests.support.agui import new_id, run_with_client, run_with_validator, types, user
+from tests.support.agui import (
+    new_id,
+    run_with_client,
+    run_with_validator,
+    types,
+    user,
+    wait_for_text,
+)
 
 pytestmark = pytest.mark.node
 
@@ -229,19 +236,19 @@ async def test_model_error_ends_the_run_with_run_error(way, ollama):
 @pytest.mark.parametrize("way", WAYS)
 async def test_stop_cancels_the_model_at_once(way, ollama):
     chunks = text_reply("Thinking about a long answer", chunks=3)
+    partial = chunks[0]["message"]["content"] + chunks[1]["message"]["content"]
     ollama.enqueue(ScriptedReply(chunks[:2], hang=True))
     thread_id = new_id("thread")
     async with citadel(double_model(ollama, idle=30)) as url:
         runs = [{"appendMessages": [user("Go on")]}]
         playing = asyncio.create_task(play(way, url, runs, thread_id=thread_id))
         await ollama.wait_for_requests()
-        await asyncio.sleep(0.3)  # the first deltas reach the client
         async with httpx.AsyncClient() as client:
+            await wait_for_text(client, url, thread_id, partial)  # the first deltas are sent
             response = await client.post(f"{url}/agui/stop", json={"threadId": thread_id})
         assert response.status_code == 200 and response.json()["status"] == "cancelled"
         await ollama.wait_for_disconnects(1)  # the model's stream was closed, not left running
         [run] = await asyncio.wait_for(playing, 15)
     outcome = finished(run).get("outcome")
     assert outcome == (None if way == "0.0.59" else {"type": "cancelled"})
-    partial = chunks[0]["message"]["content"] + chunks[1]["message"]["content"]
     assert assistant_texts(run["messages"]) == [partial]

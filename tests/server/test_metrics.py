@@ -18,20 +18,9 @@ from tests.doubles.ollama import DEFAULT_MODEL, ScriptedReply, text_reply, tool_
 from tests.server.test_access import run_body
 from tests.support.agui import stream, types
 from tests.support.clerk import bearer, clerk_settings, session_token
+from tests.support.metrics import scrape
 
 DASHBOARD = Path(__file__).parents[2] / "docs" / "grafana" / "citadel.json"
-
-
-async def scrape(client: httpx.AsyncClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of ``/metrics``, by name and labels."""
-    response = await client.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
 
 
 async def test_metrics_parse_and_move_with_runs_requests_and_refusals(ollama):

@@ -13,13 +13,13 @@ from websockets.asyncio.client import connect as ws_connect
 
 from agent_server.backends.resilience import RetryPolicy, Timeouts
 from agent_server.models.ollama import OllamaChatModel
-from protocol.framing import SSEDecoder, parse_sse, sse_frame
+from protocol.framing import SSEDecoder, parse_sse, parse_sse_stream, sse_frame
 from protocol.verifier import verify_events
 from protocol.versions import WireVersion
 from tests.conftest import citadel, double_model
 from tests.doubles.ollama import DEFAULT_MODEL, ScriptedReply, text_reply
 from tests.support import node
-from tests.support.agui import new_id, stream, types, user
+from tests.support.agui import new_id, stream, types, user, wait_for_text
 
 
 def run_body(thread_id: str, text: str = "Hi", **extra) -> dict:
@@ -114,6 +114,7 @@ async def test_one_active_run_per_thread_and_threads_run_in_parallel(ollama):
 
 async def test_after_stop_the_thread_continues_from_the_partial_answer(ollama):
     story = text_reply("Once upon a time", chunks=4)[:2]
+    partial = "".join(line["message"]["content"] for line in story)
     ollama.enqueue(ScriptedReply(story, hang=True), ScriptedReply(text_reply("The end.")))
     thread_id = new_id("thread")
     async with citadel(double_model(ollama, idle=30)) as url, httpx.AsyncClient() as client:
@@ -121,7 +122,7 @@ async def test_after_stop_the_thread_continues_from_the_partial_answer(ollama):
             stream(client, f"{url}/agui", run_body(thread_id, "Tell a story"))
         )
         await ollama.wait_for_requests()
-        await asyncio.sleep(0.2)
+        await wait_for_text(client, url, thread_id, partial)  # the story so far is in the run
         stopped = await client.post(f"{url}/agui/stop", json={"threadId": thread_id})
         _, events = await running
         status, after = await stream(client, f"{url}/agui", run_body(thread_id, "Go on"))
@@ -132,7 +133,7 @@ async def test_after_stop_the_thread_continues_from_the_partial_answer(ollama):
     history = ollama.requests[-1]["messages"]
     assert [(m["role"], m["content"]) for m in history[1:]] == [
         ("user", "Tell a story"),
-        ("assistant", "".join(line["message"]["content"] for line in story)),
+        ("assistant", partial),
         ("user", "Go on"),
     ]
 
@@ -168,14 +169,23 @@ async def test_hydration_replays_the_thread_and_real_clients_accept_it(ollama, t
 
 
 async def test_hydrating_during_a_run_follows_it_live(ollama):
-    ollama.enqueue(ScriptedReply(text_reply("live answer", chunks=5), delay=0.1))
+    answer = asyncio.Event()  # the model says nothing until the test has joined the run
+    ollama.enqueue(ScriptedReply(text_reply("live answer", chunks=5), gate=answer))
     thread_id = new_id("thread")
     async with citadel(double_model(ollama)) as url, httpx.AsyncClient() as client:
         running = asyncio.create_task(stream(client, f"{url}/agui", run_body(thread_id, "Q")))
         await ollama.wait_for_requests()
-        status, joined = await stream(
-            client, f"{url}/agui/connect", {"threadId": thread_id, "protocolVersion": "1.0"}
-        )
+        body = {"threadId": thread_id, "protocolVersion": "1.0"}
+        joined = []
+        try:
+            async with client.stream("POST", f"{url}/agui/connect", json=body) as response:
+                status = response.status_code
+                async for event in parse_sse_stream(response.aiter_bytes()):
+                    joined.append(event)
+                    if len(joined) == 5:  # the hydration, then the live run's RUN_STARTED
+                        answer.set()
+        finally:
+            answer.set()
         await running
     assert status == 200
     assert types(joined)[:4] == [

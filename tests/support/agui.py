@@ -9,6 +9,7 @@ client's fold); :func:`run_with_client` plays the same plan through the real
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -22,6 +23,7 @@ from protocol.transcript import Transcript
 from protocol.verifier import verify_events
 from protocol.versions import WireVersion
 from tests.support import node
+from tests.support.waiting import PATIENCE
 
 
 def new_id(prefix: str = "id") -> str:
@@ -54,6 +56,10 @@ async def run_with_client(
         "timeoutMs": 60_000,
     }
     report = await node.run_plan(plan)
+    # A warning the client logs after the harness has recorded the last run (a late
+    # callback) is the report's, not a run's: it counts as the last run's, so that whether a
+    # check sees it does not depend on when it came.
+    late = [w["message"] for w in report["warnings"]]
     results = []
     for run in report["runs"]:
         results.append(
@@ -67,6 +73,8 @@ async def run_with_client(
                 "pendingInterrupts": run["pendingInterrupts"],
             }
         )
+    if results:
+        results[-1]["warnings"] += late
     return results
 
 
@@ -160,6 +168,28 @@ async def stream(
             await response.aread()
             return response.status_code, [response.json()]
         return 200, [event async for event in parse_sse_stream(response.aiter_bytes())]
+
+
+async def wait_for_text(
+    client: httpx.AsyncClient, base_url: str, thread_id: str, text: str
+) -> None:
+    """Follow the thread's live run (``/agui/connect``) until the answer it has streamed so far
+    is ``text``: the server has made events of the model's output up to there (and sent them
+    to every client of the run). Fails if the run ends first, or after PATIENCE seconds."""
+    body = {"threadId": thread_id, "protocolVersion": "1.0"}
+    streamed = ""
+    async with (
+        asyncio.timeout(PATIENCE),
+        client.stream("POST", f"{base_url}/agui/connect", json=body) as response,
+    ):
+        if response.status_code != 200:
+            raise AssertionError(f"{response.status_code}: {(await response.aread()).decode()}")
+        async for event in parse_sse_stream(response.aiter_bytes()):
+            if event["type"] == "TEXT_MESSAGE_CONTENT":
+                streamed += event["delta"]
+                if streamed == text:
+                    return
+    raise AssertionError(f"the run ended having streamed {streamed!r}, not {text!r}")
 
 
 def types(events: list[dict[str, Any]]) -> list[str]:

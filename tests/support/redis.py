@@ -15,8 +15,18 @@ def redis_url(db: int = SPINE_DB, port: int = REDIS_PORT) -> str:
     return f"redis://127.0.0.1:{port}/{db}"
 
 
-def client(url: str, timeout: float = 2.0) -> redis.Redis:
-    return redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+def client(url: str, timeout: float | None = 2.0, name: str | None = None) -> redis.Redis:
+    """A client whose connections carry ``name`` (``CLIENT SETNAME``), to find them in
+    :func:`connections`. ``timeout`` None: no socket timeouts at all."""
+    return redis.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout, client_name=name
+    )
+
+
+async def connections(via: redis.Redis, name: str) -> list[dict[str, str]]:
+    """The server's view (``CLIENT LIST``) of the connections named ``name``: ``flags``
+    holds ``b`` while one waits in a blocking command, ``sub`` counts its subscriptions."""
+    return [entry for entry in await via.client_list() if entry["name"] == name]
 
 
 @contextlib.asynccontextmanager
