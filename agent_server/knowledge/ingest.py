@@ -19,6 +19,7 @@ from agent_server.knowledge.errors import RetrievalUnavailable
 from agent_server.knowledge.library import Ingested, KnowledgeBase, Outcome
 from agent_server.store.base import Actor
 from agent_server.store.documents import DocumentStore, FileError, IngestJob, JobStatus
+from agent_server.tasks import stop_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -186,11 +187,7 @@ class IngestJobs:
             await asyncio.wait(set(self._tasks))
 
     async def aclose(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(list(self._tasks))
 
     async def _run(
         self, job: IngestJob, files: list[SourceFile], actor: Actor, tags: Sequence[str]

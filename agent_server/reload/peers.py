@@ -26,6 +26,7 @@ import orjson
 from redis.exceptions import RedisError
 
 from agent_server.reload.reloader import Outcome
+from agent_server.tasks import stop_tasks
 
 if TYPE_CHECKING:
     import redis.asyncio as redis
@@ -69,9 +70,7 @@ class ReloadPeers:
 
     async def aclose(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_tasks([self._task])
 
     async def reload_others(self) -> PeerAnswers:
         """Have every other worker reload, and gather what each did."""

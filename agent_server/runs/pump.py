@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from agent_server.store.base import EventBatch
+from agent_server.tasks import stop_tasks
 
 from .eventlog import EventLog
 
@@ -107,9 +108,7 @@ class LogPump:
     async def close(self) -> None:
         """Stop, sending what is unsent if the sink takes it."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_tasks([self._task])
         with contextlib.suppress(*_as_tuple(self._unavailable)):
             await self._flush()
 

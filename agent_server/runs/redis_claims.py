@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import orjson
 from redis.exceptions import RedisError
 
+from agent_server.tasks import stop_tasks
+
 from .claims import Claim, ClaimsUnavailable, StopHandler
 
 if TYPE_CHECKING:
@@ -127,11 +129,7 @@ class RedisClaims:
         ]
 
     async def aclose(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(self._tasks)
 
     async def _renewing(self) -> None:
         while True:

@@ -41,6 +41,7 @@ from agent_server.store.base import (
     token_totals,
 )
 from agent_server.store.postgres import CONNECTION_ERRORS, audit, db_errors
+from agent_server.tasks import stop_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +89,7 @@ class PostgresThreadStore:
 
     async def close(self) -> None:
         if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
+            await stop_tasks([self._maintenance])
         with contextlib.suppress(*CONNECTION_ERRORS):
             await self._pool.execute("DELETE FROM workers WHERE id = $1", self.worker_id)
 

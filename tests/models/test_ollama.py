@@ -10,11 +10,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from agent_server.backends.errors import BackendError, BackendTimeout, BackendUnavailable
 from agent_server.backends.resilience import DEFAULT_TIMEOUTS, RetryPolicy, Timeouts
 from agent_server.models.base import (
-    BackendError,
-    BackendTimeout,
-    BackendUnavailable,
     ChatMessage,
     ChatRequest,
     Delta,

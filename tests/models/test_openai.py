@@ -21,10 +21,9 @@ import httpx
 import jsonschema
 import pytest
 
+from agent_server.backends.errors import BackendError, BackendUnavailable
 from agent_server.backends.resilience import DEFAULT_TIMEOUTS, RetryPolicy
 from agent_server.models.base import (
-    BackendError,
-    BackendUnavailable,
     ChatMessage,
     ChatRequest,
     Delta,

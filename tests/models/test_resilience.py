@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from agent_server.backends import resilience
+from agent_server.backends.errors import BackendError, BackendTimeout, BackendUnavailable
 from agent_server.backends.resilience import (
     CircuitBreaker,
     CircuitState,
@@ -23,7 +24,6 @@ from agent_server.backends.resilience import (
     RetryPolicy,
     Timeouts,
 )
-from agent_server.models.base import BackendError, BackendTimeout, BackendUnavailable
 from tests.support.servers import serve
 
 # Circuit breaker -------------------------------------------------------------------------
