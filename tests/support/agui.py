@@ -45,17 +45,24 @@ def run_input(thread_id: str, run_id: str, text: str = "Hi") -> dict[str, Any]:
 
 
 async def run_with_client(
-    base_url: str, client: str, runs: list[dict[str, Any]], state: Any, thread_id: str
+    base_url: str,
+    client: str,
+    runs: list[dict[str, Any]],
+    state: Any,
+    thread_id: str,
+    *,
+    run_timeout: float = 60.0,
 ) -> list[dict[str, Any]]:
+    """``run_timeout``: seconds one run may take before the harness calls it hung."""
     plan = {
         "url": f"{base_url}/agui",
         "client": client,
         "threadId": thread_id,
         "state": state if state is not None else {},
         "runs": [{"runId": new_id("run"), **run} for run in runs],
-        "timeoutMs": 60_000,
+        "timeoutMs": int(run_timeout * 1000),
     }
-    report = await node.run_plan(plan)
+    report = await node.run_plan(plan, timeout=run_timeout * len(runs) + 30)
     # A warning the client logs after the harness has recorded the last run (a late
     # callback) is the report's, not a run's: it counts as the last run's, so that whether a
     # check sees it does not depend on when it came.
@@ -79,9 +86,15 @@ async def run_with_client(
 
 
 async def run_with_validator(
-    base_url: str, runs: list[dict[str, Any]], state: Any, thread_id: str
+    base_url: str,
+    runs: list[dict[str, Any]],
+    state: Any,
+    thread_id: str,
+    *,
+    run_timeout: float = 60.0,
 ) -> list[dict[str, Any]]:
-    """Each run validated live by ag-ui-validate (errors fail the test) and by our verifier."""
+    """Each run validated live by ag-ui-validate (errors fail the test) and by our verifier;
+    ``run_timeout`` as for :func:`run_with_client`."""
     transcript = Transcript([], state if state is not None else {})
     pending: list[dict[str, Any]] = []
     previous_run_id = None
@@ -111,7 +124,7 @@ async def run_with_validator(
                 input=body,
                 validator=ValidatorOptions(features=["shared-state"]),
                 on_event=lambda raw, _, sink=captured: sink.append(orjson.loads(raw)),
-                timeout_ms=60_000,
+                timeout_ms=int(run_timeout * 1000),
             ),
         )
         errors = [d for d in result.report.diagnostics if d.severity == "error"]

@@ -13,7 +13,9 @@ CLIENTS = ("1.0.0", "0.0.59")
 HARNESS_TIMEOUT = 120  # seconds for one plan; runs inside have their own timeoutMs
 
 
-async def _node(*args: str, stdin: bytes | None = None) -> dict[str, Any]:
+async def _node(
+    *args: str, stdin: bytes | None = None, timeout: float = HARNESS_TIMEOUT
+) -> dict[str, Any]:
     process = await asyncio.create_subprocess_exec(
         "node",
         *args,
@@ -22,16 +24,16 @@ async def _node(*args: str, stdin: bytes | None = None) -> dict[str, Any]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    async with asyncio.timeout(HARNESS_TIMEOUT):
+    async with asyncio.timeout(timeout):
         stdout, stderr = await process.communicate(stdin)
     if process.returncode != 0:
         raise RuntimeError(f"node harness failed ({process.returncode}): {stderr.decode()}")
     return orjson.loads(stdout)
 
 
-async def run_plan(plan: dict[str, Any]) -> dict[str, Any]:
+async def run_plan(plan: dict[str, Any], timeout: float = HARNESS_TIMEOUT) -> dict[str, Any]:
     """Run a plan (see tests/node/README.md) with one HttpAgent; returns the report."""
-    return await _node("run_agent.mjs", "-", stdin=orjson.dumps(plan))
+    return await _node("run_agent.mjs", "-", stdin=orjson.dumps(plan), timeout=timeout)
 
 
 async def replay(client: str, *recordings: Path) -> dict[str, Any]:
