@@ -62,7 +62,7 @@ async def run_with_client(
         "runs": [{"runId": new_id("run"), **run} for run in runs],
         "timeoutMs": int(run_timeout * 1000),
     }
-    report = await node.run_plan(plan, timeout=run_timeout * len(runs) + 30)
+    report = await node.run_plan(plan, patience=run_timeout * len(runs) + 30)
     # A warning the client logs after the harness has recorded the last run (a late
     # callback) is the report's, not a run's: it counts as the last run's, so that whether a
     # check sees it does not depend on when it came.

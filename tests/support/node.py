@@ -14,7 +14,7 @@ HARNESS_TIMEOUT = 120  # seconds for one plan; runs inside have their own timeou
 
 
 async def _node(
-    *args: str, stdin: bytes | None = None, timeout: float = HARNESS_TIMEOUT
+    *args: str, stdin: bytes | None = None, patience: float = HARNESS_TIMEOUT
 ) -> dict[str, Any]:
     process = await asyncio.create_subprocess_exec(
         "node",
@@ -24,16 +24,17 @@ async def _node(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(patience):
         stdout, stderr = await process.communicate(stdin)
     if process.returncode != 0:
         raise RuntimeError(f"node harness failed ({process.returncode}): {stderr.decode()}")
     return orjson.loads(stdout)
 
 
-async def run_plan(plan: dict[str, Any], timeout: float = HARNESS_TIMEOUT) -> dict[str, Any]:
-    """Run a plan (see tests/node/README.md) with one HttpAgent; returns the report."""
-    return await _node("run_agent.mjs", "-", stdin=orjson.dumps(plan), timeout=timeout)
+async def run_plan(plan: dict[str, Any], patience: float = HARNESS_TIMEOUT) -> dict[str, Any]:
+    """Run a plan (see tests/node/README.md) with one HttpAgent; returns the report after at
+    most ``patience`` seconds."""
+    return await _node("run_agent.mjs", "-", stdin=orjson.dumps(plan), patience=patience)
 
 
 async def replay(client: str, *recordings: Path) -> dict[str, Any]:
