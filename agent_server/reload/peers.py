@@ -26,6 +26,7 @@ import orjson
 from redis.exceptions import RedisError
 
 from agent_server.reload.reloader import Outcome
+from agent_server.runs.channels import POLL, listen
 from agent_server.tasks import stop_tasks
 
 if TYPE_CHECKING:
@@ -34,8 +35,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("citadel.config")
 
 PEER_TIMEOUT = 10.0  # seconds the asking worker waits for the others' answers
-POLL = 1.0  # seconds a listener waits on its subscription before it looks again
-_MAX_BACKOFF = 5.0
 
 
 class PeersUnavailable(Exception):
@@ -103,23 +102,7 @@ class ReloadPeers:
                 await pubsub.aclose()
 
     async def _listening(self) -> None:
-        delay = 0.1
-        while True:
-            pubsub = self._blocking.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(self._channel)
-                delay = 0.1
-                while True:
-                    message = await pubsub.get_message(timeout=POLL)
-                    if message is not None:
-                        await self._answer(orjson.loads(message["data"]))
-            except RedisError as error:
-                logger.warning("reload requests: %s (listening again in %.1f s)", error, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _MAX_BACKOFF)
-            finally:
-                with contextlib.suppress(RedisError):
-                    await pubsub.aclose()
+        await listen(self._blocking, self._channel, self._answer, "reload requests")
 
     async def _answer(self, request: dict[str, str]) -> None:
         if request["worker"] == self._worker:

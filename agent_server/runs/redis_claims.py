@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from agent_server.tasks import stop_tasks
 
+from .channels import listen
 from .claims import Claim, ClaimsUnavailable, StopHandler
 
 if TYPE_CHECKING:
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STOP_CHANNEL = "citadel:stop"
-_MAX_BACKOFF = 5.0
 
 _CLAIM = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
@@ -149,24 +149,11 @@ class RedisClaims:
                 logger.error("%s: claimed by another worker while Redis was away", key.decode())
 
     async def _listening(self) -> None:
-        delay = 0.1
-        while True:
-            pubsub = self._blocking.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(STOP_CHANNEL)
-                delay = 0.1
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is not None and self.on_stop is not None:
-                        request = orjson.loads(message["data"])
-                        self.on_stop(request["thread"], request["run"])
-            except RedisError as error:
-                logger.warning("stop requests: %s (listening again in %.1f s)", error, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _MAX_BACKOFF)
-            finally:
-                with contextlib.suppress(RedisError):
-                    await pubsub.aclose()
+        await listen(self._blocking, STOP_CHANNEL, self._stop_requested, "stop requests")
+
+    async def _stop_requested(self, request: dict[str, str]) -> None:
+        if self.on_stop is not None:
+            self.on_stop(request["thread"], request["run"])
 
     @staticmethod
     def _ms(seconds: float) -> int:
