@@ -102,9 +102,11 @@ def citadel_app(store: str = "memory", scripted: bool = True, **access: object) 
 
 def citadel_sse_starlette_app() -> Starlette:
     """Citadel with ``/agui`` framed by sse-starlette's ``EventSourceResponse`` (LF
-    separators) instead of its own framing: the same run API, one ServerSentEvent per event."""
+    separators) instead of its own framing: the same run API, one event dict per event.
+    Dicts, not ``ServerSentEvent`` objects: ``sep`` reaches only what the response builds
+    itself, and an event built by hand keeps CRLF, which AG-UI clients never split on."""
     from fastapi import FastAPI
-    from sse_starlette import EventSourceResponse, ServerSentEvent
+    from sse_starlette import EventSourceResponse
 
     from protocol.input import parse_run_input
 
@@ -116,10 +118,10 @@ def citadel_sse_starlette_app() -> Starlette:
         input = parse_run_input(await request.body(), services.input_limits)
         stream = await services.runs.start("local", input)
 
-        async def framed() -> AsyncIterator[ServerSentEvent]:
+        async def framed() -> AsyncIterator[dict[str, str]]:
             async for batch in stream:
                 for seq, data in batch.events:
-                    yield ServerSentEvent(data=data.decode(), id=f"{batch.run_id}:{seq}")
+                    yield {"data": data.decode(), "id": f"{batch.run_id}:{seq}"}
 
         return EventSourceResponse(framed(), sep="\n", ping=15, headers=SSE_HEADERS)
 
