@@ -95,6 +95,7 @@ def citadel_app(store: str = "memory", scripted: bool = True, **access: object) 
         "demo_docs": None,
         "rate_runs": "1000000/s",  # the load is the benchmark's, not abuse
         "rate_requests": "1000000/s",
+        "max_streams_per_user": 1_000_000,  # 1,000 streams of one user at once
     }
     settings = Settings(**(pinned | access))
     return create_app(settings, model=ScriptedModel() if scripted else None)
