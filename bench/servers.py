@@ -121,7 +121,7 @@ def citadel_sse_starlette_app() -> Starlette:
 
         async def framed() -> AsyncIterator[dict[str, str]]:
             async for batch in stream:
-                for seq, data in batch.events:
+                for seq, data in zip(batch.seqs, batch.data, strict=True):
                     yield {"data": data.decode(), "id": f"{batch.run_id}:{seq}"}
 
         return EventSourceResponse(framed(), sep="\n", ping=15, headers=SSE_HEADERS)

@@ -39,4 +39,6 @@ def unstorable(value: Any, path: str = "") -> str | None:
 
 def scrub(text: str) -> str:
     """``text`` with every unstorable character replaced by U+FFFD."""
+    if text.isascii():  # most model output; a flag of the string, no scan
+        return text.replace("\x00", REPLACEMENT) if "\x00" in text else text
     return _UNSTORABLE.sub(REPLACEMENT, text) if _UNSTORABLE.search(text) else text

@@ -228,7 +228,7 @@ async def _stream_run_ws(
     try:
         async with contextlib.aclosing(aiter(stream)) as batches:
             async for batch in batches:
-                for _, data in batch.events:
+                for data in batch.data:
                     await websocket.send_text(data.decode())
                 if watcher.done():
                     return False

@@ -16,7 +16,8 @@ from collections.abc import AsyncIterator
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from agent_server.runs.service import Batch, RunStream
+from agent_server.runs.eventlog import Batch
+from agent_server.runs.service import RunStream
 from agent_server.services import Services
 from protocol.errors import Refusal
 from protocol.framing import SSE_HEADERS, SSE_KEEPALIVE, SSE_MEDIA_TYPE
@@ -29,13 +30,13 @@ _ID, _DATA, _END = b"id: ", b"\ndata: ", b"\n\n"
 def sse_batch(batch: Batch) -> bytes:
     """A batch as SSE frames, ``id: <runId>:<seq>`` on each event that has a number; an
     empty batch is a keep-alive comment."""
-    if not batch.events:
+    if not batch.data:
         return SSE_KEEPALIVE
     head = _ID + batch.run_id.encode() + b":"
     return b"".join(
         [
             b"data: " + data + _END if seq is None else head + b"%d" % seq + _DATA + data + _END
-            for seq, data in batch.events
+            for seq, data in zip(batch.seqs, batch.data, strict=True)
         ]
     )
 

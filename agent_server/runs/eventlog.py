@@ -12,7 +12,8 @@ a 0.0.59 client must see differently are encoded a second time on append.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import orjson
@@ -34,6 +35,28 @@ class RunEvent(NamedTuple):
         return orjson.loads(self.data)
 
 
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Consecutive events of one run, as a follower gets them: ``data[i]`` is the JSON of the
+    event numbered ``seqs[i]``. Empty: a quiet ``idle_timeout`` passed (time for a
+    keep-alive); then ``run_id`` names what was followed (an observed thread's id).
+
+    Two parallel sequences, not a list of pairs: a burst's batch holds thousands of events,
+    and a range and a list of bytes cost the garbage collector nothing to scan."""
+
+    run_id: str
+    seqs: Sequence[int | None]
+    data: list[bytes]
+
+    @property
+    def events(self) -> list[RunEvent]:
+        """The events one by one, for faces that look at each."""
+        return [RunEvent(seq, data) for seq, data in zip(self.seqs, self.data, strict=True)]
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
 class EventLog:
     def __init__(self, thread_id: str, run_id: str, first_seq: int = 1) -> None:
         """``first_seq`` > 1: the run resumes a run whose earlier events are in the store."""
@@ -53,7 +76,7 @@ class EventLog:
 
     def append(self, event: Event) -> bytes:
         """Number and keep ``event``; returns its JSON."""
-        data = encode(event)
+        data = _kept(encode(event))
         self._add(event, data)
         return data
 
@@ -68,7 +91,7 @@ class EventLog:
             raise RuntimeError(f"event log of run {self.run_id} is closed")
         legacy = downgrade(event)
         if legacy is not event:
-            self._legacy[len(self._data)] = None if legacy is None else encode(legacy)
+            self._legacy[len(self._data)] = None if legacy is None else _kept(encode(legacy))
         self._data.append(data)
         self._wake()
 
@@ -92,18 +115,19 @@ class EventLog:
         """The JSON of events ``start:end`` (positions in this log, 0-based), as stored."""
         return self._data[start:end]
 
-    def events(self, start: int, end: int, version: WireVersion) -> list[RunEvent]:
+    def batch(self, start: int, end: int, version: WireVersion) -> Batch:
         """Events ``start:end`` (positions in this log, 0-based) for a client of ``version``."""
         seqs = range(self.first_seq + start, self.first_seq + end)
         found = self._data[start:end]
         if version is WireVersion.V1 or not self._legacy:
-            return [RunEvent(seq, data) for seq, data in zip(seqs, found, strict=False)]
-        legacy, shaped = self._legacy, []
-        for index, seq, data in zip(range(start, end), seqs, found, strict=False):
+            return Batch(self.run_id, seqs, found)
+        legacy, kept_seqs, kept = self._legacy, [], []
+        for index, seq, data in zip(range(start, end), seqs, found, strict=True):
             data = legacy.get(index, data)
             if data is not None:
-                shaped.append(RunEvent(seq, data))
-        return shaped
+                kept_seqs.append(seq)
+                kept.append(data)
+        return Batch(self.run_id, kept_seqs, kept)
 
     async def follow(
         self,
@@ -112,7 +136,7 @@ class EventLog:
         *,
         idle_timeout: float | None = None,
         min_interval: float = 0.0,
-    ) -> AsyncIterator[list[RunEvent]]:
+    ) -> AsyncIterator[Batch]:
         """Batches of events after ``after_seq`` until the log closes; an empty batch means
         ``idle_timeout`` passed with nothing new (time for a keep-alive). Events before
         ``first_seq`` are not here: they are the store's.
@@ -134,7 +158,7 @@ class EventLog:
         version: WireVersion,
         idle_timeout: float | None,
         min_interval: float,
-    ) -> AsyncIterator[list[RunEvent]]:
+    ) -> AsyncIterator[Batch]:
         loop = asyncio.get_running_loop()
         position = max(after_seq - self.first_seq + 1, 0)
         last_batch = -min_interval
@@ -145,7 +169,7 @@ class EventLog:
                 if early > 0 and not self.closed:
                     await asyncio.sleep(early)
                     end = len(self._data)
-                batch = self.events(position, end, version)
+                batch = self.batch(position, end, version)
                 position, last_batch = end, loop.time()
                 if batch:
                     yield batch
@@ -163,7 +187,14 @@ class EventLog:
                 if timer is not None:
                     timer.cancel()
             if not news:
-                yield []
+                yield Batch(self.run_id, (), [])
+
+
+def _kept(data: bytes) -> bytes:
+    """``data`` in a bytes object of its own size. orjson's output keeps the 4 KB buffer it
+    was written into: kept for minutes, ten thousand events would hold 40 MB (measured, 4,097
+    bytes each with orjson 3.13), and the memory traffic slowed every event by a third."""
+    return b"%b" % data
 
 
 def _expire(waiter: asyncio.Future[bool]) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from agent_server.runs.eventlog import EventLog, RunEvent
+from agent_server.runs.eventlog import Batch, EventLog
 from agent_server.runs.manager import ActiveRun, RunManager, following
 from agent_server.runtime.loop import approval_outcome
 from agent_server.store.base import PendingInterrupt, RunStatus, ThreadStore
@@ -35,15 +35,6 @@ from protocol.events import TERMINAL_TYPES, Event
 from protocol.framing import encode
 from protocol.input import RunAgentInput
 from protocol.versions import WireVersion, downgrade, wire_version
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """Consecutive events of one run. Empty: a quiet ``idle_timeout`` passed (time for a
-    keep-alive); then ``run_id`` names what was followed (an observed thread's id)."""
-
-    run_id: str
-    events: list[RunEvent]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +109,7 @@ class RunService:
             raise Refusal("run_not_found", f"no replayable run {run_id!r} on this thread")
         log = await self.manager.find_log(thread_id, run_id)
         stored_until = log.first_seq - 1 if log is not None else stored.last_seq
-        replay: list[RunEvent] = []
+        replay: Batch | None = None
         if after_seq < stored_until or log is None:
             found = await self.store.read_events(thread_id, run_id, after_seq)
             if log is not None:
@@ -128,8 +119,8 @@ class RunService:
                 found.append(
                     encode(events.run_error("the server stopped during this run", "internal"))
                 )
-            replay = _shaped(enumerate(found, after_seq + 1), version)
-        ready = [Batch(run_id, replay)] if replay else []
+            replay = _shaped(run_id, enumerate(found, after_seq + 1), version)
+        ready = [replay] if replay else []
         if log is None:
             return RunStream(thread_id, run_id, version, ready, None)
         active = self.manager.active_run(thread_id)
@@ -200,13 +191,13 @@ class RunService:
     ) -> AsyncGenerator[Batch, None]:
         pacing = self.pacing
         with following(self.manager, run):
-            async for found in log.follow(
+            async for batch in log.follow(
                 after_seq,
                 version,
                 idle_timeout=pacing.idle_timeout,
                 min_interval=pacing.min_interval,
             ):
-                yield Batch(log.run_id, found)
+                yield batch
 
     async def _observe(
         self, owner: str, thread_id: str, version: WireVersion, seen: tuple[str, int] | None
@@ -214,7 +205,7 @@ class RunService:
         while True:
             found = await self._next_run(owner, thread_id, seen)
             if found is None:
-                yield Batch(thread_id, [])  # quiet: a keep-alive
+                yield Batch(thread_id, (), [])  # quiet: a keep-alive
                 continue
             log, after = found
             run = self._active(owner, thread_id)
@@ -290,12 +281,13 @@ def snapshot(
         events.state_snapshot(state if state is not None else {}),
         events.run_finished(thread_id, run_id, outcome=outcome),
     ]
-    return Batch(run_id, _shaped(((None, encode(event)) for event in carried), version))
+    return _shaped(run_id, ((None, encode(event)) for event in carried), version)
 
 
-def _shaped(found: Any, version: WireVersion) -> list[RunEvent]:
+def _shaped(run_id: str, found: Any, version: WireVersion) -> Batch:
     """``(seq, JSON)`` pairs as a client of ``version`` takes them (dropped or reshaped)."""
-    shaped = []
+    seqs: list[int | None] = []
+    shaped: list[bytes] = []
     for seq, data in found:
         if version is WireVersion.LEGACY:
             event = orjson.loads(data)
@@ -304,8 +296,9 @@ def _shaped(found: Any, version: WireVersion) -> list[RunEvent]:
                 continue
             if legacy is not event:
                 data = encode(legacy)
-        shaped.append(RunEvent(seq, data))
-    return shaped
+        seqs.append(seq)
+        shaped.append(data)
+    return Batch(run_id, seqs, shaped)
 
 
 def _ends_run(stored: list[bytes]) -> bool:

@@ -3,15 +3,14 @@ import asyncio
 import orjson
 
 from agent_server.api.streams import sse_batch
-from agent_server.runs.eventlog import EventLog, RunEvent
-from agent_server.runs.service import Batch
+from agent_server.runs.eventlog import Batch, EventLog, RunEvent
 from protocol import events
 from protocol.framing import parse_sse
 from protocol.versions import WireVersion
 
 
 async def collect(log: EventLog, **options) -> list[list[RunEvent]]:
-    return [batch async for batch in log.follow(**options)]
+    return [batch.events async for batch in log.follow(**options)]
 
 
 async def test_events_carry_their_seq_and_replay_from_any_point():
@@ -23,7 +22,7 @@ async def test_events_carry_their_seq_and_replay_from_any_point():
     [batch] = await collect(log, after_seq=1)
     assert [event.seq for event in batch] == [2, 3]
     assert batch[1].event["delta"] == "hi"
-    framed = sse_batch(Batch(log.run_id, batch))
+    framed = sse_batch(Batch(log.run_id, [2, 3], [event.data for event in batch]))
     assert [m.id for m in parse_sse(framed)] == ["run:1:2", "run:1:3"]
     [tail] = await collect(log, after_seq=2)
     assert orjson.loads(tail[0].data)["delta"] == "hi"
@@ -62,7 +61,7 @@ async def test_a_burst_is_paced_into_few_writes_and_a_slow_stream_is_not_delayed
     assert len(burst_batches) <= lasted / interval + 2
 
     slow = EventLog("t", "slow")
-    slow_batches: list[list[bytes]] = []
+    slow_batches: list[Batch] = []
 
     async def follow_slow() -> None:
         async for batch in slow.follow(min_interval=interval):
@@ -88,6 +87,6 @@ async def test_an_idle_follower_gets_keepalive_ticks():
     batches = []
     async for batch in log.follow(idle_timeout=0.01):
         batches.append(batch)
-        if batches.count([]) == 2:
+        if sum(not batch for batch in batches) == 2:
             log.close()
-    assert batches[0] and batches[1:3] == [[], []]
+    assert batches[0] and [batch.data for batch in batches[1:3]] == [[], []]

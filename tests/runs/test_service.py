@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from agent_server.config import Settings
-from agent_server.runs.service import Batch, RunStream
+from agent_server.runs.eventlog import Batch
+from agent_server.runs.service import RunStream
 from agent_server.services import Services, start_services
 from protocol.errors import Refusal
 from protocol.input import parse_run_input
