@@ -81,7 +81,7 @@ class FeedQuery:
         )
 
 
-def feed_query(
+async def feed_query(
     thread: Annotated[str | None, Query(max_length=256)] = None,
     run: Annotated[str | None, Query(max_length=256)] = None,
     user: Annotated[str | None, Query(max_length=256)] = None,

@@ -55,7 +55,7 @@ class LogLines(RestModel):
     )
 
 
-def get_logs(connection: HTTPConnection) -> LogBuffer:
+async def get_logs(connection: HTTPConnection) -> LogBuffer:
     return connection.app.state.logs
 
 
@@ -63,7 +63,7 @@ Admin = Annotated[Principal, Depends(ADMIN)]
 Logs = Annotated[LogBuffer, Depends(get_logs)]
 
 
-def log_filter(
+async def log_filter(
     level: Annotated[
         str | None, Query(max_length=10, description="The least level: debug … critical")
     ] = None,

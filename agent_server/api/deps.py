@@ -15,14 +15,15 @@ from agent_server.store.base import Actor
 from protocol.input import InputError, parse_json
 
 
-def get_services(connection: HTTPConnection) -> Services:
+async def get_services(connection: HTTPConnection) -> Services:
+    # async: FastAPI runs a plain function dependency in a worker thread, per request
     return connection.app.state.services
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_reloads(connection: HTTPConnection) -> Reloads:
+async def get_reloads(connection: HTTPConnection) -> Reloads:
     return connection.app.state.reloads
 
 

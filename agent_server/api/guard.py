@@ -72,7 +72,8 @@ class Policy(SecurityBase):
         object.__setattr__(self, "model", HTTPBearerModel(description=description))
         object.__setattr__(self, "scheme_name", "bearer")
 
-    def __call__(self, connection: HTTPConnection) -> Principal:
+    async def __call__(self, connection: HTTPConnection) -> Principal:
+        # async: FastAPI runs a plain function dependency in a worker thread, per request
         return connection.scope["principal"]
 
     def refusal_codes(self) -> list[str]:
@@ -87,7 +88,7 @@ class Policy(SecurityBase):
 class Public:
     """Anyone may call the route (health, readiness, metrics, the API's own documents)."""
 
-    def __call__(self) -> None:
+    async def __call__(self) -> None:
         return None
 
 

@@ -24,21 +24,23 @@ from protocol.framing import SSE_HEADERS, SSE_KEEPALIVE, SSE_MEDIA_TYPE
 
 STREAM_TIME_LIMIT_CLOSE = 4408  # 4000 + 408: the socket lived CITADEL_STREAM_MAX_DURATION
 
-_ID, _DATA, _END = b"id: ", b"\ndata: ", b"\n\n"
 
 
 def sse_batch(batch: Batch) -> bytes:
     """A batch as SSE frames, ``id: <runId>:<seq>`` on each event that has a number; an
-    empty batch is a keep-alive comment."""
-    if not batch.data:
+    empty batch is a keep-alive comment. A batch of one (every token of a paced stream) is
+    one formatting, not a join."""
+    data = batch.data
+    if not data:
         return SSE_KEEPALIVE
-    head = _ID + batch.run_id.encode() + b":"
-    return b"".join(
-        [
-            b"data: " + data + _END if seq is None else head + b"%d" % seq + _DATA + data + _END
-            for seq, data in zip(batch.seqs, batch.data, strict=True)
-        ]
-    )
+    head = b"id: %b:" % batch.run_id.encode()
+    if len(data) == 1:
+        return _frame(head, batch.seqs[0], data[0])
+    return b"".join([_frame(head, seq, item) for seq, item in zip(batch.seqs, data, strict=True)])
+
+
+def _frame(head: bytes, seq: int | None, data: bytes) -> bytes:
+    return b"data: %b\n\n" % data if seq is None else b"%b%d\ndata: %b\n\n" % (head, seq, data)
 
 
 class StreamSlot:

@@ -145,49 +145,40 @@ class EventLog:
         previous one sooner waits out the interval and takes everything that came meanwhile.
         Streams slower than one event per interval (every LLM stream) are never delayed; a
         burst costs one write per interval instead of one per event."""
+        # One generator, not two: every layer costs each batch a resumption.
         self.followers += 1
         try:
-            async for batch in self._follow(after_seq, version, idle_timeout, min_interval):
-                yield batch
+            loop = asyncio.get_running_loop()
+            position = max(after_seq - self.first_seq + 1, 0)
+            last_batch = -min_interval
+            while True:
+                end = len(self._data)
+                if position < end:
+                    early = last_batch + min_interval - loop.time()
+                    if early > 0 and not self.closed:
+                        await asyncio.sleep(early)
+                        end = len(self._data)
+                    batch = self.batch(position, end, version)
+                    position, last_batch = end, loop.time()
+                    if batch:
+                        yield batch
+                    continue
+                if self.closed:
+                    return
+                waiter: asyncio.Future[bool] = loop.create_future()
+                self._waiters.append(waiter)
+                timer = None
+                if idle_timeout is not None:
+                    timer = loop.call_later(idle_timeout, _expire, waiter)
+                try:
+                    news = await waiter
+                finally:
+                    if timer is not None:
+                        timer.cancel()
+                if not news:
+                    yield Batch(self.run_id, (), [])
         finally:
             self.followers -= 1
-
-    async def _follow(
-        self,
-        after_seq: int,
-        version: WireVersion,
-        idle_timeout: float | None,
-        min_interval: float,
-    ) -> AsyncIterator[Batch]:
-        loop = asyncio.get_running_loop()
-        position = max(after_seq - self.first_seq + 1, 0)
-        last_batch = -min_interval
-        while True:
-            end = len(self._data)
-            if position < end:
-                early = last_batch + min_interval - loop.time()
-                if early > 0 and not self.closed:
-                    await asyncio.sleep(early)
-                    end = len(self._data)
-                batch = self.batch(position, end, version)
-                position, last_batch = end, loop.time()
-                if batch:
-                    yield batch
-                continue
-            if self.closed:
-                return
-            waiter: asyncio.Future[bool] = loop.create_future()
-            self._waiters.append(waiter)
-            timer = None
-            if idle_timeout is not None:
-                timer = loop.call_later(idle_timeout, _expire, waiter)
-            try:
-                news = await waiter
-            finally:
-                if timer is not None:
-                    timer.cancel()
-            if not news:
-                yield Batch(self.run_id, (), [])
 
 
 def _kept(data: bytes) -> bytes:

@@ -57,17 +57,10 @@ class RunStream:
     run_id: str | None  # the run followed; None: a hydration, or a thread's runs observed
     version: WireVersion
     ready: list[Batch]
-    live: AsyncGenerator[Batch, None] | None
+    live: AsyncGenerator[Batch, None] | None  # ``ready`` first, then the live events
 
-    async def __aiter__(self) -> AsyncIterator[Batch]:
-        try:
-            for batch in self.ready:
-                yield batch
-            if self.live is not None:
-                async for batch in self.live:
-                    yield batch
-        finally:
-            await self.aclose()
+    def __aiter__(self) -> AsyncIterator[Batch]:
+        return self.live if self.live is not None else _iterate(self.ready)
 
     async def aclose(self) -> None:
         """Stop following (the run goes on; see the module's docstring)."""
@@ -125,7 +118,7 @@ class RunService:
             return RunStream(thread_id, run_id, version, ready, None)
         active = self.manager.active_run(thread_id)
         run = active if active is not None and active.run_id == run_id else None
-        live = self._follow(log, max(after_seq, stored_until), version, run)
+        live = self._follow(log, max(after_seq, stored_until), version, run, ready)
         return RunStream(thread_id, run_id, version, ready, live)
 
     async def hydrate(self, owner: str, thread_id: str, version: WireVersion) -> RunStream:
@@ -138,7 +131,6 @@ class RunService:
             record = await self.store.load(thread_id)
             if record is None or record.owner != owner:
                 raise Refusal("thread_not_found", f"no thread {thread_id!r}")
-        live = active
         if active is not None:
             messages, state, pending = active.history, active.prepared.state.value, []
             log, after = active.log, active.start_seq
@@ -153,9 +145,8 @@ class RunService:
         ready = [snapshot(thread_id, messages, state, pending, version)]
         if log is None:
             return RunStream(thread_id, None, version, ready, None)
-        return RunStream(
-            thread_id, log.run_id, version, ready, self._follow(log, after, version, live)
-        )
+        live = self._follow(log, after, version, active, ready)
+        return RunStream(thread_id, log.run_id, version, ready, live)
 
     async def observe(self, owner: str, thread_id: str, version: WireVersion) -> RunStream:
         """The thread as it is, then every run on it, live, whichever face or worker starts
@@ -171,7 +162,7 @@ class RunService:
             latest = self.manager.latest_run(thread_id)
             if latest is not None and latest.log.closed:  # the snapshot holds it already
                 seen = latest.log.run_id, latest.log.last_seq
-        live = self._observe(owner, thread_id, version, seen)
+        live = self._observe(owner, thread_id, version, seen, ready)
         return RunStream(thread_id, None, version, ready, live)
 
     # Following ---------------------------------------------------------------------------------
@@ -188,20 +179,30 @@ class RunService:
         after_seq: int,
         version: WireVersion,
         run: ActiveRun | None,
+        ready: list[Batch] = (),  # type: ignore[assignment]
     ) -> AsyncGenerator[Batch, None]:
+        """``ready``, then ``log`` after ``after_seq``, counted as following ``run``."""
+        for batch in ready:
+            yield batch
         pacing = self.pacing
+        follow = log.follow(
+            after_seq, version, idle_timeout=pacing.idle_timeout, min_interval=pacing.min_interval
+        )
         with following(self.manager, run):
-            async for batch in log.follow(
-                after_seq,
-                version,
-                idle_timeout=pacing.idle_timeout,
-                min_interval=pacing.min_interval,
-            ):
-                yield batch
+            async with contextlib.aclosing(follow) as batches:
+                async for batch in batches:
+                    yield batch
 
     async def _observe(
-        self, owner: str, thread_id: str, version: WireVersion, seen: tuple[str, int] | None
+        self,
+        owner: str,
+        thread_id: str,
+        version: WireVersion,
+        seen: tuple[str, int] | None,
+        ready: list[Batch],
     ) -> AsyncGenerator[Batch, None]:
+        for batch in ready:
+            yield batch
         while True:
             found = await self._next_run(owner, thread_id, seen)
             if found is None:
@@ -299,6 +300,11 @@ def _shaped(run_id: str, found: Any, version: WireVersion) -> Batch:
         seqs.append(seq)
         shaped.append(data)
     return Batch(run_id, seqs, shaped)
+
+
+async def _iterate(batches: list[Batch]) -> AsyncIterator[Batch]:
+    for batch in batches:
+        yield batch
 
 
 def _ends_run(stored: list[bytes]) -> bool:
