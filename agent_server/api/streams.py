@@ -25,7 +25,6 @@ from protocol.framing import SSE_HEADERS, SSE_KEEPALIVE, SSE_MEDIA_TYPE
 STREAM_TIME_LIMIT_CLOSE = 4408  # 4000 + 408: the socket lived CITADEL_STREAM_MAX_DURATION
 
 
-
 def sse_batch(batch: Batch) -> bytes:
     """A batch as SSE frames, ``id: <runId>:<seq>`` on each event that has a number; an
     empty batch is a keep-alive comment. A batch of one (every token of a paced stream) is
