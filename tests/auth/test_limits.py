@@ -25,9 +25,9 @@ from agent_server.auth.limits import (
     StreamSlots,
 )
 from tests.support.proxy import TcpProxy
+from tests.support.redis import REDIS_HOST, REDIS_PORT, SHARED_DB
 from tests.support.waiting import PATIENCE
 
-REDIS_PORT = 6379
 # A client that keeps retrying a Redis that is down for minutes: only the limiter's own
 # deadline can end a call, so a test bounding the call's time bounds a hang, not a speed.
 FOREVER = Retry(ConstantBackoff(0.1), 10_000)
@@ -44,8 +44,9 @@ class FakeClock:
 def client(port: int = REDIS_PORT, timeout: float = 2.0, retry: Retry | None = None) -> redis.Redis:
     kwargs = {} if retry is None else {"retry": retry}
     return redis.Redis(
-        host="127.0.0.1",
+        host=REDIS_HOST if port == REDIS_PORT else "127.0.0.1",  # else a proxy's port here
         port=port,
+        db=SHARED_DB,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         **kwargs,
@@ -279,7 +280,7 @@ async def test_failures_are_logged_once_a_minute(unused_tcp_port, caplog, monkey
 
 
 async def test_redis_is_used_again_once_it_is_back(real_redis, key, retry_clock):
-    async with TcpProxy("127.0.0.1", REDIS_PORT) as proxy:
+    async with TcpProxy(REDIS_HOST, REDIS_PORT) as proxy:
         through = client(proxy.port, timeout=0.2)
         limiter = redis_limiter(through, fail_open=False)
         rate = Rate(100, 0.001)

@@ -15,8 +15,9 @@ import redis.asyncio as redis
 from agent_server.knowledge.embedders.cache import CachedEmbedder
 from tests.doubles.ollama import OllamaDouble
 from tests.knowledge.test_http_embedders import EMBED_MODEL, ollama_embedder
+from tests.support.redis import SHARED_DB, redis_url
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_URL = redis_url(SHARED_DB)
 
 
 def embedded_texts(ollama: OllamaDouble) -> list[str]:

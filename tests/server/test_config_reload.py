@@ -39,7 +39,7 @@ from tests.support.agui import new_id, run_input, stream, types
 from tests.support.clerk import APP, admin_token, bearer, clerk_settings, session_token
 from tests.support.database import isolated_database_url
 from tests.support.processes import citadel_process, clean_env, two_workers
-from tests.support.redis import empty_redis
+from tests.support.redis import RELOAD_DB, empty_redis
 from tests.support.servers import serve
 from tests.support.waiting import eventually
 
@@ -49,7 +49,6 @@ PREFLIGHT = {
     "Access-Control-Request-Method": "POST",
     "Access-Control-Request-Headers": "authorization",
 }
-RELOAD_DB = 6  # the Redis database of the two-worker test (its own: it empties it)
 
 
 def as_admin() -> dict[str, str]:

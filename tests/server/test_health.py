@@ -8,11 +8,12 @@ import httpx
 
 from tests.conftest import citadel, double_model
 from tests.support.clerk import admin_token, bearer, clerk_settings, session_token
+from tests.support.redis import SHARED_DB, redis_url
 
 
 async def test_every_dependency_is_checked_and_a_failure_is_remembered(ollama, unused_tcp_port):
     async with (
-        citadel(double_model(ollama), redis_url="redis://127.0.0.1:6379/0") as url,
+        citadel(double_model(ollama), redis_url=redis_url(SHARED_DB)) as url,
         httpx.AsyncClient(base_url=url, timeout=30) as client,
     ):
         healthy = (await client.get("/health/detailed")).json()

@@ -8,6 +8,7 @@ creates lands in its own schema, which is dropped afterwards.
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -19,7 +20,10 @@ from agent_server.store.embedded import EmbeddedPostgres
 from agent_server.store.migrations import upgrade
 from agent_server.store.postgres import open_pool
 
-LOCAL_DATABASE = "postgresql://root@127.0.0.1:5432/test"
+# The Postgres the tests use: CITADEL_TEST_DATABASE_URL, else the local one (trust auth).
+LOCAL_DATABASE = os.environ.get(
+    "CITADEL_TEST_DATABASE_URL", "postgresql://root@127.0.0.1:5432/test"
+)
 
 
 def with_query(url: str, **params: str) -> str:

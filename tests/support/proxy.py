@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import urllib.parse
 from collections.abc import AsyncIterator
 
 
@@ -67,6 +68,11 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 @contextlib.asynccontextmanager
 async def proxied_postgres(url: str) -> AsyncIterator[tuple[TcpProxy, str]]:
-    """A proxy in front of the local Postgres and ``url`` rewritten to go through it."""
-    async with TcpProxy("127.0.0.1", 5432) as proxy:
-        yield proxy, url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}", 1)
+    """A proxy in front of ``url``'s Postgres and ``url`` rewritten to go through it."""
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 5432
+    async with TcpProxy(host, port) as proxy:
+        netloc = parts.netloc.rsplit("@", 1)
+        address = f"127.0.0.1:{proxy.port}"
+        netloc[-1] = address
+        yield proxy, urllib.parse.urlunsplit(parts._replace(netloc="@".join(netloc)))
