@@ -1,5 +1,6 @@
 """A client of ``GET /admin/events`` that keeps reading in the background: connected (its
-starting point taken) once the first item, kind "connected", has come."""
+starting point taken) once the first item, kind "connected", has come. It counts the
+keep-alive comments too: the server writing to a feed that has nothing to say."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
+import orjson
 
-from protocol.framing import parse_sse_stream
+from protocol.framing import parse_sse
 
 Item = dict[str, Any]
 
@@ -18,14 +20,26 @@ Item = dict[str, Any]
 class FeedReader:
     def __init__(self) -> None:
         self.items: list[Item] = []
+        self.keepalives = 0  # keep-alive comments received
         self.status: int | None = None
+        self.ended = False  # the server ended the response
         self._news = asyncio.Condition()
 
     async def until(self, done: Callable[[list[Item]], bool], within: float = 20) -> list[Item]:
-        """The items read so far, once ``done`` says they are enough."""
-        async with asyncio.timeout(within), self._news:
-            await self._news.wait_for(lambda: done(self.items))
+        """The items read so far, once ``done`` says they are enough; fails at once if the
+        server ends the feed first."""
+        await self._wait(lambda: done(self.items), within)
         return self.items
+
+    async def until_keepalives(self, count: int, within: float = 20) -> None:
+        """Once ``count`` keep-alive comments in all have come."""
+        await self._wait(lambda: self.keepalives >= count, within)
+
+    async def _wait(self, done: Callable[[], bool], within: float) -> None:
+        async with asyncio.timeout(within), self._news:
+            await self._news.wait_for(lambda: done() or self.ended)
+        if not done():
+            raise AssertionError(f"the feed ended after {len(self.items)} items")
 
     async def _read(self, client: httpx.AsyncClient, url: str, params: dict[str, str]) -> None:
         async with client.stream("GET", url, params=params, timeout=None) as response:
@@ -35,10 +49,20 @@ class FeedReader:
             if response.status_code != 200:
                 await response.aread()
                 return
-            async for item in parse_sse_stream(response.aiter_bytes()):
-                async with self._news:
-                    self.items.append(item)
-                    self._news.notify_all()
+            unparsed = b""
+            with contextlib.suppress(httpx.TransportError):  # the connection broke: ended too
+                async for chunk in response.aiter_bytes():
+                    *frames, unparsed = (unparsed + chunk).split(b"\n\n")
+                    async with self._news:
+                        for frame in frames:
+                            if frame.startswith(b":"):
+                                self.keepalives += 1
+                            else:
+                                self.items += [orjson.loads(m.data) for m in parse_sse(frame)]
+                        self._news.notify_all()
+            async with self._news:
+                self.ended = True
+                self._news.notify_all()
 
 
 @contextlib.asynccontextmanager
