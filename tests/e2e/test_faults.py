@@ -4,6 +4,7 @@
   their worker; runs started meanwhile are accepted (the one-run-per-thread rule holds per
   worker until Redis is back); every event is stored; after the restart, without restarting
   any worker, a run on A resumes on B again and the admin feed on B carries new runs again.
+* **Redis down, another worker's run stopped**: 503 ``unavailable``; its own worker stops it.
 * **Postgres cut mid-run**: streams go on; events reach the store once it is back.
 * **The model backend stalling mid-answer, then answering garbage**: each run ends with a
   final ``RUN_ERROR`` (codes ``timeout`` and ``model_error``), its events (the text already
@@ -18,7 +19,7 @@ import asyncio
 import contextlib
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -154,6 +155,59 @@ async def test_redis_killed_and_restarted_during_runs(tmp_path: Path):
         for (_, run_id), (_, events) in zip(runs, results, strict=True):
             assert await stored_events(database, run_id) == events
         assert await stored_events(database, outage_run) == outage
+
+
+async def read_until(
+    chunks: AsyncIterator[bytes], decoder: SSEDecoder, done: Callable[[list[dict]], bool]
+) -> list[dict]:
+    """Events from ``chunks`` until ``done`` says they are enough (the rest stays unread)."""
+    received: list[dict] = []
+    async for chunk in chunks:
+        received += [orjson.loads(message.data) for message in decoder.feed(chunk)]
+        if done(received):
+            break
+    return received
+
+
+def streaming(events: list[dict]) -> bool:
+    return "TEXT_MESSAGE_CONTENT" in types(events)
+
+
+@pytest.mark.timeout(120)
+async def test_stopping_a_run_of_another_worker_while_redis_is_down_is_503_unavailable(
+    tmp_path: Path,
+):
+    """Which worker runs a thread is known to Redis alone: while it is down, B cannot reach
+    A's run and says so (503 ``unavailable``, ``Retry-After``) instead of claiming there is
+    none; A, which runs it, still stops it."""
+    port = free_port()
+    redis_url = f"redis://127.0.0.1:{port}/0"
+    hanging = ScriptedReply(text_reply("never finished", chunks=3)[:1], hang=True)
+    with redis_server(port) as redis_process:
+        async with (
+            OllamaDouble() as ollama,
+            isolated_database_url() as database,
+            two_workers(tmp_path, ollama.url, database, redis_url, **FAST) as (a, b),
+            httpx.AsyncClient(timeout=30) as client,
+        ):
+            ollama.enqueue(hanging)
+            thread, run = new_id("thread"), new_id("run")
+            decoder = SSEDecoder()
+            async with client.stream("POST", f"{a}/agui", json=run_input(thread, run)) as running:
+                chunks = running.aiter_bytes()
+                started = await read_until(chunks, decoder, streaming)
+                redis_process.kill()
+                redis_process.wait()
+                refused = await client.post(f"{b}/agui/stop", json={"threadId": thread})
+                stopped = await client.post(f"{a}/agui/stop", json={"threadId": thread})
+                rest = await read_until(chunks, decoder, lambda _: False)
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "unavailable"
+    assert refused.headers["retry-after"] == "5"
+    assert stopped.status_code == 200 and stopped.json()["runId"] == run
+    events = started + rest
+    assert verify_events(events) == []
+    assert events[-1]["type"] == "RUN_FINISHED" and events[-1]["outcome"] == {"type": "cancelled"}
 
 
 @pytest.mark.timeout(180)
