@@ -5,6 +5,8 @@
   worker until Redis is back); every event is stored; after the restart, without restarting
   any worker, a run on A resumes on B again and the admin feed on B carries new runs again.
 * **Redis down, another worker's run stopped**: 503 ``unavailable``; its own worker stops it.
+* **Redis down, an admin feed open**: it stays connected, silent, and carries runs again
+  (those of the outage included) once Redis is back, on the same connection.
 * **Postgres cut mid-run**: streams go on; events reach the store once it is back.
 * **The model backend stalling mid-answer, then answering garbage**: each run ends with a
   final ``RUN_ERROR`` (codes ``timeout`` and ``model_error``), its events (the text already
@@ -31,11 +33,11 @@ from bench.client import BodyReader, frame_data, raise_fd_limit
 from bench.workers import citadel_workers, watched_load
 from protocol.framing import SSEDecoder
 from protocol.verifier import verify_events
-from tests.doubles.ollama import OllamaDouble, ScriptedReply, text_reply
+from tests.doubles.ollama import DEFAULT_MODEL, OllamaDouble, ScriptedReply, text_reply
 from tests.support.agui import new_id, run_input, stream, types
 from tests.support.database import isolated_database_url
 from tests.support.feed import admin_feed, ended, run_events
-from tests.support.processes import free_port, two_workers
+from tests.support.processes import citadel_process, clean_env, free_port, two_workers
 from tests.support.proxy import proxied_postgres
 
 FAST = {"CITADEL_EVENT_FLUSH_INTERVAL": "0.05", "CITADEL_CLAIM_LEASE": "3"}
@@ -208,6 +210,64 @@ async def test_stopping_a_run_of_another_worker_while_redis_is_down_is_503_unava
     events = started + rest
     assert verify_events(events) == []
     assert events[-1]["type"] == "RUN_FINISHED" and events[-1]["outcome"] == {"type": "cancelled"}
+
+
+@pytest.mark.timeout(120)
+async def test_an_admin_feed_stays_connected_through_a_redis_outage_and_carries_the_runs_after_it(
+    tmp_path: Path,
+):
+    """One connection to ``/admin/events`` throughout: while Redis is down the worker keeps
+    it open (keep-alives, no items, not even of a run it serves meanwhile); once Redis is back
+    the same connection carries that run, published late, and a run started after."""
+    port = free_port()
+    with redis_server(port) as redis_process:
+        async with (
+            OllamaDouble() as ollama,
+            isolated_database_url() as database,
+            citadel_process(
+                clean_env(
+                    DATABASE_URL=database,
+                    REDIS_URL=f"redis://127.0.0.1:{port}/0",
+                    CITADEL_LLM="ollama",
+                    CITADEL_LLM_URL=ollama.url,
+                    CITADEL_LLM_MODEL=DEFAULT_MODEL,
+                    CITADEL_RETRIEVAL="off",
+                    CITADEL_DATA_DIR=str(tmp_path),
+                    # A quiet feed's keep-alives are a minute apart: those that come sooner
+                    # are the worker's, finding Redis away.
+                    CITADEL_KEEPALIVE_INTERVAL="60",
+                    **FAST,
+                )
+            ) as (_, worker),
+            admin_feed(worker) as feed,
+            httpx.AsyncClient(timeout=30) as client,
+        ):
+            runs: dict[str, list[dict]] = {}
+
+            async def run(name: str) -> str:
+                thread, run_id = new_id("thread"), new_id("run")
+                status, runs[run_id] = await stream(
+                    client, f"{worker}/agui", run_input(thread, run_id, name)
+                )
+                assert status == 200 and types(runs[run_id])[-1] == "RUN_FINISHED"
+                return run_id
+
+            before = await run("Before the outage")
+            await feed.until(ended(before))
+            redis_process.kill()
+            redis_process.wait()
+            await feed.until_keepalives(feed.keepalives + 2)
+            during = await run("During the outage")
+            await feed.until_keepalives(feed.keepalives + 1)  # the feed went round after the run
+            silent = list(feed.items)
+            with redis_server(port):
+                after = await run("After the outage")
+                await feed.until(ended(during))
+                await feed.until(ended(after))
+    assert run_events(silent, during) == []
+    assert [item["kind"] for item in feed.items].count("connected") == 1
+    for run_id in (before, during, after):
+        assert [item["event"] for item in run_events(feed.items, run_id)] == runs[run_id]
 
 
 @pytest.mark.timeout(180)
