@@ -114,7 +114,10 @@ KNOWLEDGE = (
     ("Retrieval quality on docs/", "bench.retrieval_quality", False),
 )
 ACCESS = (("Token verification and a flood of bad tokens", "bench.auth", False),)
-SCALE_OUT = (("Workers: in-process bus vs two workers on Redis", "bench.workers", False),)
+SCALE_OUT = (
+    ("Workers: in-process bus vs two workers on Redis", "bench.workers", False),
+    ("An admin who stops reading the feed: the runs' delivery delay", "bench.stalled_admin", False),
+)
 
 
 def child_sections(benches: tuple[tuple[str, str, bool], ...]) -> list[str]:
