@@ -7,10 +7,10 @@ progress), under an id a client resumes after (``Last-Event-ID`` or ``after``); 
 replays from a point in time. Filters: ``thread``, ``run``, ``user``,
 ``types`` (event types), ``kinds`` (run, ingest, ...).
 
-Every reader reads the feed by cursor, so a slow one never slows a run. One that falls more
-than ``CITADEL_ADMIN_FEED_MAX_LAG`` seconds behind gets a ``resync`` item and continues from
-the newest entry: the skipped part stays replayable (``after`` the id it last saw) for as long
-as the feed keeps it.
+Every reader reads the feed by cursor, so a slow one never slows a run. One with a page or
+more unread, the oldest more than ``CITADEL_ADMIN_FEED_MAX_LAG`` seconds older than the
+newest, gets a ``resync`` item and continues from the newest entry: the skipped part stays
+replayable (``after`` the id it last saw) for as long as the feed keeps it.
 """
 
 from __future__ import annotations
