@@ -88,6 +88,19 @@ class Services:
     def tools(self) -> ToolRegistry:
         return self.agent.tools
 
+    def backends(self) -> dict[str, Any]:
+        """Each configured backend in use now, by its name in :data:`agent_server.checks.CHECKS`
+        (what ``GET /health/detailed`` checks)."""
+        backends: dict[str, Any] = {"model": self.model, "store": self.store}
+        if self.knowledge is not None:
+            backends["embedder"] = self.knowledge.embedder
+            backends["vectors"] = self.knowledge.vectors
+        if self.redis_client is not None:
+            backends["redis"] = self.redis_client
+        if self.reranker is not None:
+            backends["reranker"] = self.reranker
+        return backends
+
     def build_agent(self, settings: Settings, model: ChatModel) -> Agent:
         """An agent for ``settings`` on this app's store and knowledge base, its tool calls
         counted in the same metrics as the current one's."""

@@ -1,4 +1,5 @@
-"""A chat model whose answer is a script written in the last user message.
+"""ScriptedModel: a TEST DOUBLE of a chat model, whose answer is a script written in the last
+user message (benchmarks measure the server, not a model).
 
 The script is a few space-separated words:
 

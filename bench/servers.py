@@ -14,9 +14,9 @@
 * ``citadel_openai``: ``citadel`` with ``CITADEL_LLM=openai`` on the OpenAI-compatible server
   at ``BENCH_LLM_URL`` (model ``scripted``): the chat-completions face over a real backend
   client (bench/chat_completions.py);
-* ``openai_scripted``: an OpenAI-compatible ``/v1/chat/completions`` whose model plays the
-  script of the last user message, streamed as OpenAI streams (role chunk, one chunk per
-  delta, finish chunk, usage chunk, ``[DONE]``);
+* ``openai_scripted``: a TEST DOUBLE of an OpenAI-compatible model server, a
+  ``/v1/chat/completions`` whose model plays the script of the last user message, streamed
+  as OpenAI streams (role chunk, one chunk per delta, finish chunk, usage chunk, ``[DONE]``);
 * ``bare``: a Starlette route writing pre-encoded frames, the same events and bytes Citadel
   produces for a ``deltas=N`` answer, one ``yield`` per event: what uvicorn+Starlette can do
   (with ``tick``, one event-loop turn before each content frame, as the model would take).

@@ -4,7 +4,9 @@ CopilotKit 1.74/1.75 pins ``@ag-ui/client`` 0.0.59, which sends no ``protocolVer
 treats 1.0-only shapes as fatal: a ``cancelled`` outcome, ``pendingToolCallIds`` (its success
 outcome schema is strict), array ``TOOL_CALL_RESULT.content`` and event types it does not
 know. Events are stored in their 1.0 form; :func:`downgrade` derives the legacy form per
-reader, so one run can serve both generations.
+reader, so one run can serve both generations. The legacy form declares no version, as the
+client declares none: its ``RUN_STARTED`` has no ``protocolVersion`` (a field @ag-ui/core
+0.0.59 does not have), so a stream that is not 1.0 never says it is.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ def downgrade(event: Event) -> Event | None:
     event_type = event["type"]
     if event_type not in LEGACY_EVENT_TYPES:
         return None
+    if event_type == EventType.RUN_STARTED and "protocolVersion" in event:
+        return {key: value for key, value in event.items() if key != "protocolVersion"}
     if event_type == EventType.RUN_FINISHED and "outcome" in event:
         outcome = event["outcome"]
         if outcome["type"] == "interrupt":

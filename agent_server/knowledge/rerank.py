@@ -25,7 +25,9 @@ class Reranker:
         try:
             return await self._http.post_json(self.url, body)
         except BackendError as error:
-            raise RetrievalUnavailable(f"reranker {error}") from None
+            reason = str(error)  # create_reranker's client names itself "reranker at <url>"
+            prefix = "" if reason.startswith("reranker") else "reranker "
+            raise RetrievalUnavailable(prefix + reason) from None
 
     async def rerank(self, query: str, documents: list[str], top_n: int) -> list[tuple[int, float]]:
         """(index into ``documents``, relevance) of the best ``top_n``, best first."""
@@ -36,6 +38,10 @@ class Reranker:
             raise RetrievalUnavailable(f"reranker: unexpected answer ({error!r})") from None
         ranked = [(index, score) for index, score in ranked if 0 <= index < len(documents)]
         return sorted(ranked, key=lambda item: -item[1])[:top_n]
+
+    async def check(self) -> None:
+        """One tiny ranking: raises :class:`RetrievalUnavailable` unless the endpoint ranks."""
+        await self.rerank("check", ["check"], 1)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -1,5 +1,6 @@
 """Offline Clerk test kit: RSA keys, a signer for the clerk.md §8.4 base token, the §3.2 attack
-matrix as data, and a loopback JWKS server that counts its fetches.
+matrix as data, and ``JwksServer``, a TEST DOUBLE of Clerk's JWKS endpoint on loopback that
+counts its fetches and misbehaves on demand (no test fetches Clerk's real JWKS).
 
 Tokens are signed with PyJWT's algorithm objects over hand-built headers and payloads, so a
 malformed token (a numeric ``kid``, duplicate members, an array payload) is still properly

@@ -65,10 +65,12 @@ class ScriptedReply:
 
     ``lines`` are sent as NDJSON (a ``str`` is sent verbatim, for malformed-line tests), each
     after ``delay`` seconds; with a ``gate``, not one before the test sets it (the model is
-    silent for exactly as long as the test needs). With ``hang`` the reply then stays open,
-    sending nothing, until the client disconnects or the double shuts down. A ``status`` of
-    400 or more sends ``error_body`` (default ``{"error": "scripted HTTP <status>"}``)
-    instead of lines, with ``headers`` (e.g. ``Retry-After``).
+    silent for exactly as long as the test needs), and with ``holds`` ``{i: event}``, line
+    ``i`` not before ``event`` is set (the reply pauses mid-answer where the test says). With
+    ``hang`` the reply then stays open, sending nothing, until the client disconnects or the
+    double shuts down. A ``status`` of 400 or more sends ``error_body`` (default
+    ``{"error": "scripted HTTP <status>"}``) instead of lines, with ``headers`` (e.g.
+    ``Retry-After``).
     """
 
     lines: Sequence[Line] = ()
@@ -78,6 +80,7 @@ class ScriptedReply:
     error_body: Mapping[str, Any] | None = None
     headers: Mapping[str, str] | None = None
     gate: asyncio.Event | None = None
+    holds: Mapping[int, asyncio.Event] | None = None
 
 
 # Line builders: realistic /api/chat streams -------------------------------------------------
@@ -326,7 +329,10 @@ class _Replay:
     async def _write(self, send: Send) -> None:
         if self._reply.gate is not None:
             await _first_of(self._reply.gate, self._double._closing)
-        for line in self._reply.lines:
+        holds = self._reply.holds or {}
+        for index, line in enumerate(self._reply.lines):
+            if index in holds:
+                await _first_of(holds[index], self._double._closing)
             if self._reply.delay:
                 await asyncio.sleep(self._reply.delay)
             data = line.encode() if isinstance(line, str) else orjson.dumps(line)

@@ -1,5 +1,7 @@
 """OpenAIChatModel against a real llama_cpp.server (slow) and, for shapes llama_cpp.server never
-produces (usage, reasoning, garbage, in-stream errors), against scripted httpx transports."""
+produces (usage, reasoning, garbage, in-stream errors), against scripted ``httpx.MockTransport``
+handlers: TEST DOUBLES of an OpenAI-compatible server (no real server sending those shapes is
+tested; tests/doubles/__init__.py lists every double)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Circuit breaker, retry policy and ResilientHTTP against a local flaky HTTP server."""
+"""Circuit breaker, retry policy and ResilientHTTP against ``Flaky``, a TEST DOUBLE of a
+misbehaving HTTP backend on 127.0.0.1 (error statuses, ``Retry-After``, silence, a stall or a
+drop mid-stream, as scripted): a real server cannot fail on demand, and no real one is tested
+here (tests/doubles/__init__.py lists every double)."""
 
 from __future__ import annotations
 

@@ -86,8 +86,10 @@ async function loadClient(client) {
 /**
  * Execute a plan (see README.md). Never throws for server/stream problems —
  * those end up in the per-run report; throws HarnessError for bad plans.
+ * `transport` is the fetch under the client's (default: the global fetch), e.g.
+ * resume_run.mjs's, which resumes a cut stream with Last-Event-ID.
  */
-export async function runPlan(plan) {
+export async function runPlan(plan, { transport = fetch } = {}) {
   validatePlan(plan);
   const { HttpAgent } = await loadClient(plan.client);
   const timeoutMs = plan.timeoutMs ?? 60000;
@@ -102,7 +104,7 @@ export async function runPlan(plan) {
       headers: snap(init.headers),
       body: typeof init.body === "string" ? JSON.parse(init.body) : null,
     };
-    const response = await fetch(url, init);
+    const response = await transport(url, init);
     current.response = { status: response.status, contentType: response.headers.get("content-type") };
     return response;
   };

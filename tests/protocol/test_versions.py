@@ -27,6 +27,12 @@ def test_unchanged_events_are_the_same_object():
     assert downgrade(interrupt) is interrupt
 
 
+def test_the_legacy_run_start_declares_no_protocol_version():
+    event = events.run_started("t", "r")
+    assert "protocolVersion" not in downgrade(event)
+    assert event["protocolVersion"] == "1.0"  # the stored event is untouched
+
+
 def test_cancelled_becomes_a_plain_finish():
     event = events.run_finished("t", "r", outcome=events.cancelled_outcome())
     assert "outcome" not in downgrade(event)

@@ -31,12 +31,14 @@ async def test_events_carry_their_seq_and_replay_from_any_point():
 async def test_legacy_followers_get_downgraded_frames_and_v1_followers_do_not():
     log = EventLog("t", "r")
     log.append(events.run_started("t", "r"))
+    log.append(events.step_started("model"))
     log.append(events.run_finished("t", "r", outcome=events.cancelled_outcome()))
     log.close()
     [v1] = await collect(log)
     [legacy] = await collect(log, version=WireVersion.LEGACY)
-    assert b'"cancelled"' in v1[1].data and b"outcome" not in legacy[1].data
-    assert v1[0].data is legacy[0].data  # unchanged events share their bytes
+    assert b'"cancelled"' in v1[2].data and b"outcome" not in legacy[2].data
+    assert b'"protocolVersion"' in v1[0].data and b"protocolVersion" not in legacy[0].data
+    assert v1[1].data is legacy[1].data  # unchanged events share their bytes
 
 
 async def test_a_burst_is_paced_into_few_writes_and_a_slow_stream_is_not_delayed():

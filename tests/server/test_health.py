@@ -1,12 +1,14 @@
 """``GET /health/detailed``: every configured dependency with its latency and its last error,
 for administrators. Real Postgres, Redis, embedder and vector engine; the chat model is the
-Ollama backend on OllamaDouble (a TEST DOUBLE: no Ollama server runs here)."""
+Ollama backend on OllamaDouble and the reranker RerankDouble (TEST DOUBLES: no Ollama server
+or reranker runs here)."""
 
 from __future__ import annotations
 
 import httpx
 
 from tests.conftest import citadel, double_model
+from tests.doubles.rerank import rerank_double
 from tests.support.clerk import admin_token, bearer, clerk_settings, session_token
 from tests.support.redis import SHARED_DB, redis_url
 
@@ -30,7 +32,7 @@ async def test_every_dependency_is_checked_and_a_failure_is_remembered(ollama, u
     assert down["checks"]["store"]["status"] == "ok"
 
 
-async def test_a_redis_that_is_down_is_reported_not_raised(ollama, unused_tcp_port):
+async def test_a_redis_that_is_down_is_reported_with_its_fix_not_raised(ollama, unused_tcp_port):
     async with (
         citadel(double_model(ollama), redis_url=f"redis://127.0.0.1:{unused_tcp_port}/0") as url,
         httpx.AsyncClient(base_url=url, timeout=30) as client,
@@ -39,6 +41,27 @@ async def test_a_redis_that_is_down_is_reported_not_raised(ollama, unused_tcp_po
     redis = response.json()["checks"]["redis"]
     assert response.status_code == 200 and response.json()["status"] == "degraded"
     assert redis["status"] == "error" and redis["code"] == "redis_unavailable"
+    assert "start Redis at REDIS_URL" in redis["fix"]  # the fix citadel doctor gives
+
+
+async def test_a_configured_reranker_is_checked_up_and_down(ollama, unused_tcp_port):
+    async with (
+        rerank_double() as (double, rerank_url),
+        citadel(double_model(ollama), rerank_url=rerank_url) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+    ):
+        up = (await client.get("/health/detailed")).json()["checks"]["reranker"]
+    down_url = f"http://127.0.0.1:{unused_tcp_port}/v1"
+    async with (
+        citadel(double_model(ollama), rerank_url=down_url, llm_retries=0) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+    ):
+        response = await client.get("/health/detailed")
+    assert up["status"] == "ok" and up["lastError"] is None and len(double.requests) == 1
+    down = response.json()["checks"]["reranker"]
+    assert response.json()["status"] == "degraded"
+    assert down["status"] == "error" and down["code"] == "retrieval_unavailable"
+    assert f"127.0.0.1:{unused_tcp_port}" in down["error"] and "CITADEL_RERANK_URL" in down["fix"]
 
 
 async def test_the_detailed_health_is_for_administrators(ollama):

@@ -1,53 +1,19 @@
 """Reranking through a configured endpoint. No reranker installs offline, so the endpoint is
-RerankDouble, a TEST DOUBLE of a Cohere/Jina-style ``POST /rerank`` that scores a document by
-the query words it contains. Embedder, vector engine and database are real; the chat model is
-the Ollama backend on OllamaDouble (also a test double)."""
+RerankDouble (tests/doubles/rerank.py), a TEST DOUBLE of a Cohere/Jina-style ``POST /rerank``
+that scores a document by the query words it contains; with ``RERANK_URL`` set, the opt-in
+test at the end asks that real endpoint. Embedder, vector engine and database are real; the
+chat model is the Ollama backend on OllamaDouble (also a test double)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from tests.conftest import citadel, double_model
+from tests.doubles.rerank import rerank_double
 from tests.server.test_agui_knowledge import HANDBOOK, ingest
-from tests.support.servers import serve
-
-
-class RerankDouble:
-    """A TEST DOUBLE of a rerank endpoint: relevance = share of query words in the document."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.app = Starlette(routes=[Route("/v1/rerank", self._rerank, methods=["POST"])])
-
-    async def _rerank(self, request: Request) -> JSONResponse:
-        body = await request.json()
-        self.requests.append(body)
-        words = set(body["query"].lower().split())
-        scores = [
-            len(words & set(document.lower().split())) / max(len(words), 1)
-            for document in body["documents"]
-        ]
-        order = sorted(range(len(scores)), key=lambda i: -scores[i])[: body.get("top_n")]
-        return JSONResponse(
-            {"results": [{"index": i, "relevance_score": scores[i]} for i in order]}
-        )
-
-
-@contextlib.asynccontextmanager
-async def rerank_double() -> AsyncIterator[tuple[RerankDouble, str]]:
-    double = RerankDouble()
-    async with serve(double.app) as url:
-        yield double, f"{url}/v1"
 
 
 async def test_without_a_reranker_rerank_is_a_clear_501(ollama):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import orjson
 NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 CLIENTS = ("1.0.0", "0.0.59")
 HARNESS_TIMEOUT = 120  # seconds for one plan; runs inside have their own timeoutMs
+STEP_TIMEOUT = 30  # seconds a steered script may take to reach its next step
 
 
 async def _node(
@@ -49,3 +52,60 @@ async def docs_page(url: str) -> dict[str, Any]:
     """Open ``url`` in Debian's Chromium with everything off 127.0.0.1 refused; the report
     of tests/node/docs_page.mjs."""
     return await _node("docs_page.mjs", url)
+
+
+class Steered:
+    """A Node script the test steers: it reports JSON lines with a ``"step"`` on stdout and
+    takes command lines on stdin (tests/node/resume_run.mjs)."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self._process = process
+        self._stderr = asyncio.create_task(process.stderr.read())  # type: ignore[union-attr]
+
+    async def expect(self, step: str, patience: float = STEP_TIMEOUT) -> dict[str, Any]:
+        """The next step, which must be ``step``; fails after ``patience`` seconds."""
+        async with asyncio.timeout(patience):
+            line = await self._process.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            await self._process.wait()
+            stderr = (await self._stderr).decode()
+            raise RuntimeError(
+                f"node exited ({self._process.returncode}) before step {step!r}: {stderr}"
+            )
+        report = orjson.loads(line)
+        if report.get("step") != step:
+            raise AssertionError(f"expected step {step!r}, got {report}")
+        return report
+
+    def send(self, command: str) -> None:
+        self._process.stdin.write(command.encode() + b"\n")  # type: ignore[union-attr]
+
+    async def report(self, patience: float = HARNESS_TIMEOUT) -> dict[str, Any]:
+        """The script's final report (its ``"report"`` step), once it has exited."""
+        report = (await self.expect("report", patience))["report"]
+        async with asyncio.timeout(patience):
+            await self._process.wait()
+        return report
+
+
+@contextlib.asynccontextmanager
+async def steered(*args: str) -> AsyncIterator[Steered]:
+    """``node *args`` in tests/node, steered; killed if still running when the block ends."""
+    process = await asyncio.create_subprocess_exec(
+        "node",
+        *args,
+        cwd=NODE_DIR,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        limit=1 << 26,  # the report is one line
+    )
+    session = Steered(process)
+    try:
+        yield session
+    finally:
+        if process.returncode is None:
+            process.kill()
+        async with asyncio.timeout(STEP_TIMEOUT):
+            await process.wait()
+            await session._stderr

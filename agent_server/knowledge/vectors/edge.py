@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -116,7 +117,8 @@ class EdgeVectorStore:
         return await self._run(lambda: self._open(collection).shard.count(query))
 
     async def check(self) -> None:
-        await self._run(lambda: None)
+        """The worker answers and the collections' folder can be written."""
+        await self._run(self._check_root)
 
     async def aclose(self) -> None:
         """Flush and close every shard after queued work; a queued optimize is skipped."""
@@ -141,6 +143,11 @@ class EdgeVectorStore:
             raise RetrievalUnavailable("the embedded vector store is closed") from exc
 
     # Worker thread ---------------------------------------------------------------------------
+
+    def _check_root(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)  # OSError: RetrievalUnavailable
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise RetrievalUnavailable(f"embedded vector store: {self.root} is not writable")
 
     def _ensure(self, name: str, dimensions: int) -> None:
         path = self.root / name
