@@ -13,6 +13,10 @@ Why it looks the way it does:
 - **Prefix reuse.** llama.cpp keeps the KV cache of the previous prompt; history renders the
   same way every turn and tool instructions go near the end, so a new turn only prefills what
   is new.
+- **Loops end cleanly.** Text passes a :class:`RepetitionGuard`, which ends the answer
+  before a run of words comes round a third time (SmolLM2 otherwise repeats a phrase until
+  ``max_tokens``). A repetition penalty was tried instead: it made SmolLM2 miscopy the numbers
+  of a tool result it had just read ("17 * 23 = 409"), so there is none.
 - **Tools by grammar.** Small models do not call tools on their own. A named ``tool_choice``
   forces that tool with a JSON-schema grammar; ``"auto"`` and ``"required"`` first run a short
   grammar-constrained decision (a tool with its arguments, or, for ``"auto"``, ``"chat"``),
@@ -47,6 +51,7 @@ from agent_server.models.base import (
     ToolSpec,
     Usage,
 )
+from agent_server.models.repetition import RepetitionGuard
 
 if TYPE_CHECKING:
     from llama_cpp import Llama, LlamaGrammar
@@ -314,11 +319,14 @@ class _Turn:
                 return
         tokens = self._llm.tokenize(self._turns)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        guard = RepetitionGuard()
         llama = self._llm.llama
         for token in self._generate(tokens, self._settings.temperature, None):
-            if text := decoder.decode(llama.detokenize([token])):
+            if text := guard.feed(decoder.decode(llama.detokenize([token]))):
                 yield TextDelta(text)
-        if tail := decoder.decode(b"", final=True):
+            if guard.looping:
+                break
+        if tail := guard.feed(decoder.decode(b"", final=True)) + guard.flush():
             yield TextDelta(tail)
         yield self._usage()
 
