@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     knowledge_base: str = "docs"  # the base the agent's tools search and add to
     demo_docs: Path | None = Path("docs")  # ingested into an empty knowledge base at start
     retrieval: Literal["auto", "always", "off"] | None = None  # default: always for embedded
+    # The runtime routes questions to tools and writes answers from their results; the model
+    # only makes small talk. Default: "extract" for the embedded model, "off" for others.
+    guided: Literal["extract", "model", "off"] | None = None
     hybrid_search: bool = True  # fuse dense and BM25 sparse candidates (RRF); false: dense only
     chunk_size: int = Field(800, ge=100, le=8000)  # characters of text per chunk
     chunk_overlap: int = Field(100, ge=0)

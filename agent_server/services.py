@@ -6,7 +6,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
@@ -208,8 +208,16 @@ def build_agent(
             max_tokens=settings.llm_max_tokens,
             temperature=settings.llm_temperature,
             retrieve_first=SEARCH_TOOL if policy == "always" else None,
+            guided=guided_policy(settings, model),
         ),
+        similarity=knowledge.similarity if knowledge is not None else None,
     )
+
+
+def guided_policy(settings: Settings, model: ChatModel) -> Literal["extract", "model"] | None:
+    # A capable backend receives what it always did unless guiding is asked for.
+    policy = settings.guided or ("extract" if model.provider == "embedded" else "off")
+    return None if policy == "off" else policy
 
 
 def input_limits(settings: Settings) -> InputLimits:

@@ -238,6 +238,12 @@ class KnowledgeBase:
         )
         return hits
 
+    async def similarity(self, query: str, texts: Sequence[str]) -> list[float]:
+        """The cosine of each of ``texts`` with ``query``, by this base's embedder (whose
+        vectors are normalised): how close in meaning a sentence is to a question."""
+        vectors = await self.embedder.embed([query, *texts])
+        return [float(value) for value in vectors[1:] @ vectors[0]]
+
     async def _ensure(self, collection: str) -> None:
         if collection not in self._ready:
             await self.vectors.ensure_collection(collection, self.embedder.dimensions)

@@ -88,6 +88,7 @@ LIVE = (
             # the agent new runs start with
             "approval_tools",
             "retrieval",
+            "guided",
             "system_prompt",
             "max_tool_rounds",
             "llm_temperature",

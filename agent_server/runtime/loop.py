@@ -15,11 +15,12 @@ mirror the client builds, which is what gets stored, also when the run is cancel
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 import orjson
 
@@ -34,8 +35,10 @@ from agent_server.models.base import (
     ToolSpec,
     Usage,
 )
+from agent_server.runtime.grounded import Similarity, passage_request, written_answer
 from agent_server.runtime.history import Message, merge_history
 from agent_server.runtime.prompt import chat_messages, system_prompt, user_text
+from agent_server.runtime.routing import Route, route
 from agent_server.runtime.state import SharedState
 from agent_server.runtime.tools import BackendTool, ToolContext, ToolRegistry, is_error_result
 from agent_server.store.base import (
@@ -75,6 +78,12 @@ class AgentSettings:
     # The tool the runtime calls itself, with the user's words, before the model answers a
     # new question (the "always" retrieval policy); None: the model decides ("auto").
     retrieve_first: str | None = None
+    # The runtime routes each question to a tool and answers from its result itself; the
+    # model only makes small talk (runtime/routing.py, runtime/grounded.py). For small
+    # models: the default of the embedded backend. "model": the model writes the knowledge
+    # answers from numbered passages instead (measured in bench/answer_quality.py).
+    guided: Literal["extract", "model"] | None = None
+    guided_max_tokens: int = 96  # the model's budget for small talk and passage answers
 
 
 def new_id(prefix: str) -> str:
@@ -210,11 +219,14 @@ class Agent:
         tools: ToolRegistry,
         store: ThreadStore,
         settings: AgentSettings = AgentSettings(),
+        similarity: Similarity | None = None,
     ) -> None:
         self.model = model
         self.tools = tools
         self.store = store
         self.settings = settings
+        # How close in meaning sentences are to a question, for guided knowledge answers.
+        self.similarity = similarity
         # Told of each backend tool call: (tool name, seconds, whether it answered an error).
         self.tool_calls: list[Callable[[str, float, bool], None]] = []
 
@@ -351,17 +363,29 @@ class Agent:
                 for pending, answer in prepared.answers:
                     async for event in self._answer_interrupt(prepared, pending, answer):
                         yield event
-            async for event in self._retrieve_first(prepared):
-                yield event
-            last_round = self.settings.max_tool_rounds
+            guided = self._guided_request(prepared) if self.settings.guided else None
+            if guided is not None:
+                async for event in self._guide(prepared, guided):
+                    yield event
+            else:
+                async for event in self._retrieve_first(prepared):
+                    yield event
+            # Guided: the answer is written, or the model answers once without tools.
+            last_round = 0 if guided is not None else self.settings.max_tool_rounds
             for round_number in range(last_round + 1):
+                if guided is not None and guided.answered:
+                    break
                 # Out of rounds: the model must answer with what it has.
                 choice: ToolChoice = "auto" if round_number < last_round else "none"
                 turn = _Turn()
                 yield events.step_started("model")
                 # aclosing: however this generator ends, the backend's stream closes at once.
                 # The runtime searches itself: the model is never offered that tool.
-                request = self._request(prepared, choice, without=self.settings.retrieve_first)
+                request = (
+                    guided.request
+                    if guided is not None and guided.request is not None
+                    else self._request(prepared, choice, without=self.settings.retrieve_first)
+                )
                 async with contextlib.aclosing(self.model.stream(request)) as deltas:
                     async for delta in deltas:
                         if isinstance(delta, Usage):
@@ -388,6 +412,58 @@ class Agent:
             input.run_id,
             outcome=_outcome_event(prepared),
             usage=self._usage(prepared),
+        )
+
+    def _guided_request(self, prepared: PreparedRun) -> _Guided | None:
+        """The route of a new question, or None (an approval answered, a tool result)."""
+        messages = prepared.transcript.messages
+        if not messages or messages[-1]["role"] != "user":
+            return None
+        available = {tool.name for tool in self.tools if not tool.requires_approval}
+        # The search tool is the one the runtime would call first under "always" retrieval.
+        return _Guided(route(messages, available, self.settings.retrieve_first or ""))
+
+    async def _guide(self, prepared: PreparedRun, guided: _Guided) -> AsyncIterator[Event]:
+        """Call the routed tool as the model would have, then write the answer from its
+        result, or leave a tool-less request for the model (small talk)."""
+        found = guided.route
+        if found.tool is None:
+            guided.request = self._small_talk(prepared)
+            return
+        turn = _Turn()
+        arguments = orjson.dumps(found.arguments).decode()
+        for event in turn.feed(ToolCallDelta(0, name=found.tool, arguments=arguments)):
+            yield event
+        for event in turn.close():
+            yield event
+        result = ""
+        async for event in self._dispatch(prepared, turn.calls):
+            if event["type"] == "TOOL_CALL_RESULT":
+                result = event["content"]
+            yield event
+        if found.intent == "knowledge" and self.settings.guided == "model":
+            guided.request = self._passage_request(found.question, result)
+            return
+        answer = await written_answer(found, result, self.similarity)
+        answer_turn = _Turn()
+        for sentence in _SENTENCE_PIECES.findall(answer):
+            for event in answer_turn.feed(TextDelta(sentence)):
+                yield event
+        for event in answer_turn.close():
+            yield event
+        guided.answered = True
+
+    def _small_talk(self, prepared: PreparedRun) -> ChatRequest:
+        request = self._request(prepared, "none")
+        return replace(request, max_tokens=self._guided_budget())
+
+    def _passage_request(self, question: str, result: str) -> ChatRequest:
+        return replace(passage_request(question, result), max_tokens=self._guided_budget())
+
+    def _guided_budget(self) -> int:
+        return min(
+            self.settings.max_tokens or self.settings.guided_max_tokens,
+            self.settings.guided_max_tokens,
         )
 
     async def _retrieve_first(self, prepared: PreparedRun) -> AsyncIterator[Event]:
@@ -502,6 +578,17 @@ class Agent:
         if usage.cached_input_tokens is not None:
             entry["cachedInputTokens"] = usage.cached_input_tokens
         return [entry]
+
+
+@dataclass
+class _Guided:
+    route: Route
+    request: ChatRequest | None = None  # what the model answers, when it answers
+    answered: bool = False  # the runtime wrote the answer
+
+
+# A written answer streams a sentence (or line) at a time.
+_SENTENCE_PIECES = re.compile(r"[^\n]*?(?:[.!?:](?=\s)|\n|$)\s*")
 
 
 def _result(call_id: str, content: dict[str, Any]) -> Event:

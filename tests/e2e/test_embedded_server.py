@@ -89,8 +89,20 @@ async def test_real_model_runs_pass_the_validator_and_real_clients(embedded_serv
         assert not result["runErrors"], result["runErrors"]
         kinds = types(result["events"])
         assert kinds[0] == "RUN_STARTED" and kinds[-1] == "RUN_FINISHED"
-        # A tool call, if the model made one, ran and was answered in the same run.
         assert kinds.count("TOOL_CALL_START") == kinds.count("TOOL_CALL_RESULT")
-        assert "TEXT_MESSAGE_CONTENT" in kinds  # the model answered in words
-        usage = result["events"][-1].get("usage")
-        assert usage and usage[0]["provider"] == "embedded" and usage[0]["outputTokens"] > 0
+        assert "TEXT_MESSAGE_CONTENT" in kinds
+    arithmetic, thanks = (result["events"] for result in results)
+    # Guided (the embedded default): the runtime calls the calculator with the user's
+    # expression and writes the answer; small talk is the model's, with no tool.
+    assert tool_names(arithmetic) == ["calculate"] and "144" in answer_text(arithmetic)
+    assert tool_names(thanks) == []
+    usage = thanks[-1].get("usage")
+    assert usage and usage[0]["provider"] == "embedded" and usage[0]["outputTokens"] > 0
+
+
+def tool_names(events: list[dict]) -> list[str]:
+    return [event["toolCallName"] for event in events if event["type"] == "TOOL_CALL_START"]
+
+
+def answer_text(events: list[dict]) -> str:
+    return "".join(event["delta"] for event in events if event["type"] == "TEXT_MESSAGE_CONTENT")
