@@ -32,6 +32,9 @@ MIN_COVERAGE = 0.6
 MIN_SIMILARITY = 0.25
 MIN_SHARED = 0.1
 WORDS_WEIGHT = 1.0  # a sentence's score: cosine + WORDS_WEIGHT * share of the question's words
+# "How do I…", "Which variable…": a sentence naming a command, setting or file (in code
+# quotes) is likelier the answer than one about the same words in general.
+CODE_BONUS = 0.15
 SECOND_SHARE = 0.8  # another sentence joins when it scores this share of the best
 MAX_SENTENCES = 3
 MAX_ANSWER_WORDS = 70
@@ -50,6 +53,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`\"(\[])")
 _LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
 _EMPHASIS = re.compile(r"\*\*|__")
 _TABLE_RULE = re.compile(r"^\|?\s*:?-{3,}")
+_PRACTICAL = re.compile(r"\s*(?:how|which|what|where)\b", re.IGNORECASE)
 _PAGE_LINK = re.compile(r"\[[^\]]+\]\([^)]*\.md[^)]*\)")
 
 
@@ -78,6 +82,30 @@ async def written_answer(route: Route, result: str, similarity: Similarity | Non
     if route.intent == "time":
         return time_answer(result)
     return await knowledge_answer(route.question, result, similarity, route.said)
+
+
+ABILITIES = (
+    "I answer questions from the documents in my knowledge base, citing the passages I use, "
+    "do arithmetic and tell the time."
+)
+_SMALL_TALK_REPLIES = {
+    "greeting": f"Hello! {ABILITIES} What would you like to know?",
+    "thanks": "You're welcome!",
+    "farewell": "Goodbye!",
+    "wellbeing": "I'm well, thank you. What would you like to know?",
+    "identity": f"I'm Citadel's assistant. {ABILITIES}",
+    "abilities": f"{ABILITIES} Try: What is 17 * 23?",
+    "acknowledgement": "Glad to help. Anything else?",
+}
+
+
+def small_talk_reply(kind: str, said: str) -> str:
+    """The reply to a formula of small talk; a "good morning" is answered in kind."""
+    reply = _SMALL_TALK_REPLIES[kind]
+    opening = re.match(r"\s*good (morning|afternoon|evening|day)\b", said, re.IGNORECASE)
+    if kind == "greeting" and opening:
+        return f"Good {opening[1].lower()}!" + reply.removeprefix("Hello!")
+    return reply
 
 
 PASSAGE_INSTRUCTIONS = (
@@ -133,7 +161,11 @@ async def knowledge_answer(
     if similarity is not None:
         with contextlib.suppress(Exception):  # the embedder is down: words alone
             meaning = await similarity(said or question, [unit.in_context for unit in units])
-    scores = [c * WORDS_WEIGHT + m for c, m in zip(coverage, meaning, strict=True)]
+    practical = _PRACTICAL.match(said or question) is not None
+    scores = [
+        c * WORDS_WEIGHT + m + (CODE_BONUS if practical and "`" in unit.text else 0.0)
+        for c, m, unit in zip(coverage, meaning, units, strict=True)
+    ]
     order = sorted(range(len(units)), key=lambda i: (-scores[i], units[i].passage.number))
     best = order[0]
     if not _relevant(coverage[best], meaning[best], similarity is not None):
@@ -217,7 +249,8 @@ def _units(passage: Passage) -> list[_Unit]:
             end_paragraph()
             if pieces and pieces[-1][1].endswith("|"):  # the table's header row
                 pieces.pop()
-        elif line.startswith("|"):
+        elif line.startswith("|") or (" | " in line and line.endswith("|")):
+            # A table row (the chunk may start inside one, after its first "|").
             end_paragraph()
             cells = [cell.strip() for cell in line.strip("|").split("|") if cell.strip()]
             if cells and not _PAGE_LINK.fullmatch(cells[0]):  # a table of contents row

@@ -35,7 +35,12 @@ from agent_server.models.base import (
     ToolSpec,
     Usage,
 )
-from agent_server.runtime.grounded import Similarity, passage_request, written_answer
+from agent_server.runtime.grounded import (
+    Similarity,
+    passage_request,
+    small_talk_reply,
+    written_answer,
+)
 from agent_server.runtime.history import Message, merge_history
 from agent_server.runtime.prompt import chat_messages, system_prompt, user_text
 from agent_server.runtime.routing import Route, route
@@ -60,6 +65,12 @@ from protocol.transcript import Transcript
 DEFAULT_SYSTEM_PROMPT = (
     "You are Citadel, a helpful assistant. Answer briefly and accurately. "
     "Use a tool when it gives a better answer than you can; otherwise answer directly."
+)
+
+# Under the guided policy the model only makes small talk: what it can do is the runtime's.
+SMALL_TALK_PROMPT = (
+    "You answer questions from the documents in your knowledge base, do arithmetic and tell "
+    "the time. Reply to greetings and small talk in one or two short sentences."
 )
 
 APPROVAL_SCHEMA = {
@@ -428,7 +439,12 @@ class Agent:
         result, or leave a tool-less request for the model (small talk)."""
         found = guided.route
         if found.tool is None:
-            guided.request = self._small_talk(prepared)
+            if found.small_talk is None or self.settings.guided == "model":
+                guided.request = self._small_talk(prepared)
+                return
+            for event in _written(small_talk_reply(found.small_talk, found.said)):
+                yield event
+            guided.answered = True
             return
         turn = _Turn()
         arguments = orjson.dumps(found.arguments).decode()
@@ -444,17 +460,12 @@ class Agent:
         if found.intent == "knowledge" and self.settings.guided == "model":
             guided.request = self._passage_request(found.question, result)
             return
-        answer = await written_answer(found, result, self.similarity)
-        answer_turn = _Turn()
-        for sentence in _SENTENCE_PIECES.findall(answer):
-            for event in answer_turn.feed(TextDelta(sentence)):
-                yield event
-        for event in answer_turn.close():
+        for event in _written(await written_answer(found, result, self.similarity)):
             yield event
         guided.answered = True
 
     def _small_talk(self, prepared: PreparedRun) -> ChatRequest:
-        request = self._request(prepared, "none")
+        request = self._request(prepared, "none", extra=(SMALL_TALK_PROMPT,))
         return replace(request, max_tokens=self._guided_budget())
 
     def _passage_request(self, question: str, result: str) -> ChatRequest:
@@ -507,10 +518,16 @@ class Agent:
                     yield event
 
     def _request(
-        self, prepared: PreparedRun, choice: ToolChoice, without: str | None = None
+        self,
+        prepared: PreparedRun,
+        choice: ToolChoice,
+        without: str | None = None,
+        extra: tuple[str, ...] = (),
     ) -> ChatRequest:
         input = prepared.input
-        system = system_prompt(self.settings.system_prompt, input.context, prepared.state.value, ())
+        system = system_prompt(
+            self.settings.system_prompt, input.context, prepared.state.value, extra
+        )
         tools: list[ToolSpec] = []
         if choice != "none":
             tools = [tool.spec for tool in self.tools if tool.name != without]
@@ -589,6 +606,15 @@ class _Guided:
 
 # A written answer streams a sentence (or line) at a time.
 _SENTENCE_PIECES = re.compile(r"[^\n]*?(?:[.!?:](?=\s)|\n|$)\s*")
+
+
+def _written(answer: str) -> list[Event]:
+    """An answer the runtime wrote, as the events of a streamed one."""
+    turn = _Turn()
+    written = [
+        event for piece in _SENTENCE_PIECES.findall(answer) for event in turn.feed(TextDelta(piece))
+    ]
+    return written + turn.close()
 
 
 def _result(call_id: str, content: dict[str, Any]) -> Event:

@@ -35,6 +35,7 @@ class Route:
     tool: str | None = None
     arguments: dict[str, Any] = field(default_factory=dict)
     said: str = ""  # this turn's words alone
+    small_talk: str | None = None  # the kind, for small talk
 
 
 def route(messages: Sequence[dict[str, Any]], tools: Container[str], search_tool: str) -> Route:
@@ -43,8 +44,8 @@ def route(messages: Sequence[dict[str, Any]], tools: Container[str], search_tool
     question = asked[-1] if asked else ""
     if not question:
         return Route("chat", question)
-    if is_small_talk(question):
-        return Route("chat", question)
+    if (kind := small_talk(question)) is not None:
+        return Route("chat", question, said=question, small_talk=kind)
     if CALCULATE in tools:
         expression = arithmetic(question, previous_result(messages))
         if expression is not None:
@@ -62,19 +63,29 @@ def route(messages: Sequence[dict[str, Any]], tools: Container[str], search_tool
 
 # Small talk ------------------------------------------------------------------------------------
 
-_GREETING = re.compile(
-    r"^(?:hi|hello|hey|hiya|howdy|yo|greetings|good (?:morning|afternoon|evening|day|night)|"
-    r"thanks?(?: you)?(?: (?:very|so) much)?|thank you|thx|cheers|ok(?:ay)?|cool|great|nice|"
-    r"bye|goodbye|see you|how are you(?: doing| today)?|how's it going|what's up|"
-    r"who are you|what are you|what is your name|what's your name|"
-    r"what can you do|what do you do|how can you help(?: me)?|help)"
-    r"(?:[\s,]+(?:there|citadel|again|friend|everyone|all))*[\s!.?,:)]*$",
-    re.IGNORECASE,
-)
+_TAIL = r"(?:[\s,]+(?:there|citadel|again|friend|everyone|all|so much|very much))*[\s!.?,:)]*$"
+# The formulas of small talk, by what they are: a closed set, so a person can read it.
+_SMALL_TALK = [
+    (kind, re.compile(rf"^(?:{words}){_TAIL}", re.IGNORECASE))
+    for kind, words in (
+        (
+            "greeting",
+            r"hi|hello|hey|hiya|howdy|yo|greetings|good (?:morning|afternoon|evening|day)",
+        ),
+        ("thanks", r"thanks?(?: you)?|thank you|thx|cheers"),
+        ("farewell", r"bye|goodbye|good night|see you"),
+        ("wellbeing", r"how are you(?: doing| today)?|how's it going|what's up"),
+        ("identity", r"who are you|what are you|what is your name|what's your name"),
+        ("abilities", r"what can you do|what do you do|how can you help(?: me)?|help"),
+        ("acknowledgement", r"ok(?:ay)?|cool|great|nice|got it|i see"),
+    )
+]
 
 
-def is_small_talk(text: str) -> bool:
-    return _GREETING.match(text.strip()) is not None
+def small_talk(text: str) -> str | None:
+    """What kind of small talk ``text`` is ("greeting", "thanks", …), or None."""
+    stripped = text.strip()
+    return next((kind for kind, pattern in _SMALL_TALK if pattern.match(stripped)), None)
 
 
 # Arithmetic ------------------------------------------------------------------------------------

@@ -4,10 +4,12 @@ llama.cpp, no configuration), then ``citadel chat`` and the real AG-UI clients a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -25,9 +27,22 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 async def embedded_server(tmp_path_factory) -> AsyncIterator[str]:
+    async with serving(tmp_path_factory.mktemp("data")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+async def model_guided_server(tmp_path_factory) -> AsyncIterator[str]:
+    """Routed by the runtime, but the model writes answers and makes the small talk."""
+    async with serving(tmp_path_factory.mktemp("data"), CITADEL_GUIDED="model") as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def serving(data_dir: Path, **settings: str) -> AsyncIterator[str]:
     port = _free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("CITADEL_")}
-    env["CITADEL_DATA_DIR"] = str(tmp_path_factory.mktemp("data"))
+    env |= {"CITADEL_DATA_DIR": str(data_dir), **settings}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "agent_server.cli", "serve", "--port", str(port), env=env
     )
@@ -93,10 +108,23 @@ async def test_real_model_runs_pass_the_validator_and_real_clients(embedded_serv
         assert "TEXT_MESSAGE_CONTENT" in kinds
     arithmetic, thanks = (result["events"] for result in results)
     # Guided (the embedded default): the runtime calls the calculator with the user's
-    # expression and writes the answer; small talk is the model's, with no tool.
+    # expression and writes the answer, and answers small talk itself.
     assert tool_names(arithmetic) == ["calculate"] and "144" in answer_text(arithmetic)
-    assert tool_names(thanks) == []
-    usage = thanks[-1].get("usage")
+    assert tool_names(thanks) == [] and answer_text(thanks) == "You're welcome!"
+
+
+@pytest.mark.timeout(600)
+async def test_the_real_model_makes_small_talk_with_no_tool_when_guided_by_model(
+    model_guided_server,
+):
+    runs = [{"appendMessages": [user("Hello!")]}]
+    [result] = await run_with_validator(
+        model_guided_server, runs, {}, "e2e-model", run_timeout=REAL_MODEL_RUN
+    )
+    assert result.get("error") is None and not result["runErrors"], result
+    events = result["events"]
+    assert tool_names(events) == [] and answer_text(events).strip()
+    usage = events[-1].get("usage")
     assert usage and usage[0]["provider"] == "embedded" and usage[0]["outputTokens"] > 0
 
 

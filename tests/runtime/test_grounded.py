@@ -9,6 +9,7 @@ from agent_server.runtime.grounded import (
     DONT_KNOW,
     calculation_answer,
     knowledge_answer,
+    small_talk_reply,
     time_answer,
 )
 
@@ -105,3 +106,10 @@ def test_a_calculator_error_is_said():
 def test_the_time_is_one_sentence_in_the_asked_zone():
     clock = '{"timezone":"Asia/Tokyo","iso":"2026-12-07T08:48:00+09:00","weekday":"Monday"}'
     assert time_answer(clock) == "It is 08:48 on Monday, 7 December 2026 (Asia/Tokyo)."
+
+
+def test_small_talk_is_answered_in_kind_with_what_the_assistant_can_do():
+    assert small_talk_reply("greeting", "good morning!").startswith("Good morning! I answer")
+    assert small_talk_reply("greeting", "hi").startswith("Hello! I answer")
+    assert small_talk_reply("thanks", "thanks!") == "You're welcome!"
+    assert "do arithmetic and tell the time" in small_talk_reply("identity", "who are you?")

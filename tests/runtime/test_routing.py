@@ -93,7 +93,7 @@ def test_a_follow_up_routes_to_calculate_with_the_last_result_in_the_transcript(
 )
 def test_greetings_call_no_tool(greeting):
     found = route([user(greeting)], TOOLS, SEARCH)
-    assert (found.intent, found.tool) == ("chat", None)
+    assert (found.intent, found.tool) == ("chat", None) and found.small_talk is not None
 
 
 def test_a_greeting_with_a_question_is_a_question():
