@@ -446,14 +446,8 @@ class Agent:
                 yield event
             guided.answered = True
             return
-        turn = _Turn()
-        arguments = orjson.dumps(found.arguments).decode()
-        for event in turn.feed(ToolCallDelta(0, name=found.tool, arguments=arguments)):
-            yield event
-        for event in turn.close():
-            yield event
         result = ""
-        async for event in self._dispatch(prepared, turn.calls):
+        async for event in self._call(prepared, found.tool, found.arguments):
             if event["type"] == "TOOL_CALL_RESULT":
                 result = event["content"]
             yield event
@@ -472,24 +466,32 @@ class Agent:
         return replace(passage_request(question, result), max_tokens=self._guided_budget())
 
     def _guided_budget(self) -> int:
-        return min(
-            self.settings.max_tokens or self.settings.guided_max_tokens,
-            self.settings.guided_max_tokens,
+        configured = self.settings.max_tokens
+        return (
+            min(configured, self.settings.guided_max_tokens)
+            if configured
+            else (self.settings.guided_max_tokens)
         )
 
     async def _retrieve_first(self, prepared: PreparedRun) -> AsyncIterator[Event]:
         """Search before the model answers a new question: a call of the retrieval tool
-        with the question as query, streamed like one the model made."""
+        with the question as query."""
         tool_name = self.settings.retrieve_first
         messages = prepared.transcript.messages
         if tool_name not in self.tools or not messages or messages[-1]["role"] != "user":
             return
         question = user_text(messages[-1]["content"]).strip()
-        if not question:
-            return
+        if question:
+            async for event in self._call(prepared, tool_name, {"query": question[:1000]}):
+                yield event
+
+    async def _call(
+        self, prepared: PreparedRun, tool_name: str, arguments: dict[str, Any]
+    ) -> AsyncIterator[Event]:
+        """A tool call the runtime makes itself, streamed like one the model made."""
         turn = _Turn()
-        arguments = orjson.dumps({"query": question[:1000]}).decode()
-        for event in turn.feed(ToolCallDelta(0, name=tool_name, arguments=arguments)):
+        encoded = orjson.dumps(arguments).decode()
+        for event in turn.feed(ToolCallDelta(0, name=tool_name, arguments=encoded)):
             yield event
         for event in turn.close():
             yield event
