@@ -92,7 +92,7 @@ async def citadel_workers(
         redis_url = await stack.enter_async_context(empty_redis()) if shared else None
         env: dict[str, str | None] = {
             "BENCH_DATABASE_URL": database,
-            "REDIS_URL": redis_url,
+            "BENCH_REDIS_URL": redis_url,
             "CITADEL_MAX_STREAMS_PER_USER": "100000",
             **settings,
         }
