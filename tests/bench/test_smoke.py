@@ -109,6 +109,12 @@ def test_auth():
     assert "| guard on |" in output and "| guard off |" in output
 
 
+def test_stalled_admin():
+    output = smoke("bench.stalled_admin", "--redis-db", str(SPINE_DB))
+    for setup in ("no admin", "an admin reading the feed", "an admin who reads nothing"):
+        assert f"| {setup} |" in output
+
+
 def test_workers():
     output = smoke("bench.workers", "--redis-db", str(SPINE_DB))  # emptied, as the spine tests do
     for setup in ("1 worker, in-process bus", "1 worker, Redis", "2 workers, Redis"):
