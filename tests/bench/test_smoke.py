@@ -8,6 +8,10 @@ Each runs as a subprocess, as ``make bench`` runs it, bounded by a timeout. The 
 smoke includes every peer: pydantic-ai (the ``bench`` extra, which ``make test`` installs),
 sse-starlette and the baseline commit's checkout (bench/baseline.py, a git worktree). The
 embedder smoke needs the export's build venv with sentence-transformers (``make`` builds it).
+
+Not here: ``bench.answer_quality --smoke`` (a real ``citadel serve`` ingesting docs/, 20-40 s
+on two busy cores, over this module's two minutes). Its server, asking and scoring run in
+tests/e2e/test_answer_quality.py on the real model, its goal lines in test_verdicts.py.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from bench import __main__ as bench_main
-from bench import agui_throughput, concurrency, persistence
+from bench import agui_throughput, answer_quality, concurrency, persistence
 from bench.verdicts import EXIT_BROKEN, SMOKE, finish, verdict
 
 
@@ -188,3 +188,38 @@ def test_a_broken_benchmark_exits_non_zero(capsys: pytest.CaptureFixture[str]):
         finish("the table", ["citadel: 992 of 1,000 runs failed"])
     assert exited.value.code == EXIT_BROKEN
     assert capsys.readouterr().out == "the table\nBROKEN: citadel: 992 of 1,000 runs failed\n"
+
+
+def scored(
+    category: str, error: str | None = None, ttft: float | None = 0.2
+) -> answer_quality.Score:
+    case = answer_quality.Case(category, ["a question"], {"any": ["42"]})
+    answer = answer_quality.Answer(text="" if error else "42", ttft=ttft, error=error)
+    return answer_quality.score(case, answer)
+
+
+def test_answer_quality_fails_on_a_failed_run_and_only_judges_what_it_asked():
+    healthy = {"guided": [scored("arithmetic"), scored("greeting")]}
+    assert answer_quality.broken(healthy) == []
+    rows = answer_quality.goal_rows(healthy["guided"])
+    assert [shown for *_, shown in rows] == ["PASS"] * 5
+
+    # --category greeting divided by zero prompts of the categories the first goal is about
+    greetings = answer_quality.goal_rows([scored("greeting")])
+    assert [goal for goal, *_ in greetings] == [
+        "degenerate answers",
+        "tool calls on greetings",
+        "median time to first token, s",
+        "runs that failed",
+    ]
+
+    cut = {"before": [scored("docs")], "guided": [scored("arithmetic", "no RUN_FINISHED")]}
+    assert answer_quality.broken(cut) == [
+        "guided: 1 of 1 prompts failed, e.g. 'a question': no RUN_FINISHED"
+    ]
+    rows = answer_quality.goal_rows(cut["guided"], failed=True)
+    assert all(shown == "FAIL" for *_, shown in rows)
+
+    silent = answer_quality.goal_rows([scored("arithmetic", ttft=None)], smoke=True)
+    ttft_row = next(row for row in silent if row[0].startswith("median time"))
+    assert ttft_row[1].startswith("n/a") and ttft_row[3] == "FAIL"  # missing: even in smoke
