@@ -34,7 +34,8 @@ EXPORT_PACKAGES := torch==2.13.0 onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.3
 run: $(VENV)/.installed
 	$(BIN)/citadel serve
 
-test: $(VENV)/.installed $(NODE_HARNESS)/node_modules/.installed $(CHROMIUM)
+# The bench extra too: tests/bench runs every benchmark in its smoke mode, peers included.
+test: $(VENV)/.installed-bench $(NODE_HARNESS)/node_modules/.installed $(CHROMIUM)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest

@@ -1,6 +1,12 @@
 """``python -m bench``: every benchmark, then one markdown summary on stdout.
 
 Progress goes to stderr; stdout is the summary alone, ready to paste (see RESULTS.md).
+
+A goal missed is a FAIL in the summary; a benchmark that broke (a run failed, a stream was
+invalid, a figure is missing, the module crashed or exited non-zero) is a FAIL too, is named
+under the summary, and makes the process exit 1 once every other benchmark has run
+(bench/verdicts.py). ``--smoke`` runs every benchmark with tiny sizes and evaluates no timing
+goal: does everything still work?
 """
 
 from __future__ import annotations
@@ -14,8 +20,14 @@ import resource
 import subprocess
 import sys
 import time
+import traceback
+from collections.abc import Callable
+from typing import TypeVar
 
 from bench import agui_throughput, chat_completions, concurrency, persistence
+from bench.verdicts import EXIT_BROKEN, broken_lines
+
+T = TypeVar("T")
 
 PACKAGES = ("uvicorn", "uvloop", "httptools", "starlette", "orjson", "pydantic-ai-slim")
 
@@ -78,31 +90,46 @@ def machine() -> list[str]:
 
 
 def summary(
-    throughput: agui_throughput.ThroughputResult,
-    load: concurrency.ConcurrencyResult,
-    stored: persistence.PersistenceResult,
+    throughput: agui_throughput.ThroughputResult | None,
+    load: concurrency.ConcurrencyResult | None,
+    stored: persistence.PersistenceResult | None,
+    broken: dict[str, list[str]],
 ) -> list[str]:
+    """The goals' table (a benchmark that did not complete is a FAIL row of its own), then
+    every benchmark that broke and why."""
     lines = ["| goal | measured | target | |", "|---|---:|---:|---|"]
-    for label, ratio, goal, met in throughput.goals():
-        lines.append(f"| events/s {label} | {ratio:.2f}x | >= {goal:g}x | {_verdict(met)} |")
-    goal_ms = concurrency.GOAL_P99_MS
-    for index, delay in enumerate(load.delays):
-        p99 = (delay.steady_ms or delay.all_ms)[1]
-        over = "steady" if delay.steady_ms else "all deltas"
-        lines.append(
-            f"| p99 delivery delay ({over}), {delay.server}, {delay.runs:,} runs x 1 delta per "
-            f"{delay.interval * 1000:g} ms | {p99:.1f} ms "
-            + (f"| < {goal_ms:g} ms | {_verdict(p99 < goal_ms)} |" if index == 0 else "| | |")
-        )
-    citadel = next(m for m in load.memory if m.server == "citadel")
-    goal_kb = concurrency.GOAL_IDLE_KB
-    lines.append(
-        f"| memory per idle run | {citadel.per_run_kb:.1f} KB | < {goal_kb:g} KB "
-        f"| {_verdict(citadel.per_run_kb < goal_kb)} |"
+    parts = (
+        ("throughput", throughput, lambda r: r.summary_rows()),
+        ("concurrency", load, lambda r: r.summary_rows()),
+        ("persistence", stored, persistence.summary_rows),
     )
-    for label, value, target, met in persistence.goals(stored):
-        lines.append(f"| {label} | {value} | {target} | {_verdict(met)} |")
+    for name, result, rows in parts:
+        lines += rows(result) if result is not None else [_did_not_complete(name, broken)]
+    lines += [
+        _did_not_complete(name, broken)
+        for name in broken
+        if name not in ("throughput", "concurrency", "persistence")
+    ]
+    if broken:
+        lines += ["", "Benchmarks that broke (their figures are not to be trusted):", ""]
+        lines += [f"- {name}: {problem}" for name, found in broken.items() for problem in found]
     return lines
+
+
+def _did_not_complete(name: str, broken: dict[str, list[str]]) -> str:
+    return (
+        f"| {name} | broke: {len(broken.get(name, []))} problem(s), see below | completes | FAIL |"
+    )
+
+
+def attempt(name: str, broken: dict[str, list[str]], measure: Callable[[], T]) -> T | None:
+    """``measure()``, or None if it raised: recorded in ``broken`` and the run goes on."""
+    try:
+        return measure()
+    except Exception as error:
+        traceback.print_exc(file=sys.stderr)
+        broken[name] = [f"{type(error).__name__}: {error}"]
+        return None
 
 
 # The knowledge-base and access benchmarks, each a module printing its own markdown, run as
@@ -120,44 +147,87 @@ SCALE_OUT = (
 )
 
 
-def child_sections(benches: tuple[tuple[str, str, bool], ...]) -> list[str]:
+def child_sections(
+    benches: tuple[tuple[str, str, bool], ...], broken: dict[str, list[str]], smoke: bool = False
+) -> list[str]:
+    """Each module's markdown under its title; one that exits non-zero (broken, or crashed)
+    is recorded in ``broken`` with the end of its stderr."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     lines: list[str] = []
     for title, module, preformatted in benches:
         print(f"bench: {module} ...", file=sys.stderr, flush=True)
-        done = subprocess.run(
-            [sys.executable, "-m", module], cwd=root, capture_output=True, text=True, check=False
-        )
-        output = (
-            done.stdout.strip() or f"(no output; exit {done.returncode})\n{done.stderr[-2000:]}"
-        )
-        lines += ["", f"### {title}", "", f"`python -m {module}`", ""]
+        command = [sys.executable, "-m", module] + (["--smoke"] if smoke else [])
+        done = subprocess.run(command, cwd=root, capture_output=True, text=True, check=False)
+        output = done.stdout.strip() or "(no output)"
+        if done.returncode != 0:
+            print(done.stderr[-4000:], file=sys.stderr)
+            found = [
+                line[len("BROKEN: ") :]
+                for line in output.splitlines()
+                if line.startswith("BROKEN: ")
+            ]
+            tail = done.stderr.strip().splitlines()[-1:] if done.stderr.strip() else []
+            broken[module] = found or [
+                f"exit {done.returncode}: {' '.join(tail) or 'no error message'}"
+            ]
+            if not found:
+                output += f"\n\nBROKEN: exit {done.returncode}\n{done.stderr[-2000:]}"
+        lines += ["", f"### {title}", "", f"`{' '.join(['python', '-m', *command[2:]])}`", ""]
         lines += ["```", output, "```"] if preformatted else [output]
     return lines
 
 
-def _verdict(met: bool) -> str:
-    return "PASS" if met else "FAIL"
+def section(result: T | None, report: Callable[[T], str], name: str, broken: dict) -> str:
+    """A benchmark's report with its BROKEN lines, or why there is none."""
+    if result is None:
+        return "\n".join(["(did not complete)", *broken_lines(broken.get(name, []))])
+    found = result.broken()  # type: ignore[attr-defined]
+    if found:
+        broken[name] = found
+    return "\n".join([report(result), *broken_lines(found)])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run every Citadel benchmark.")
     parser.add_argument("--repetitions", type=int, default=7, help="throughput repetitions")
     parser.add_argument("--client-procs", type=int, default=1, help="concurrency client procs")
+    parser.add_argument(
+        "--smoke", action="store_true", help="every benchmark with tiny sizes, no timing goals"
+    )
     args = parser.parse_args()
+    smoke = args.smoke
+    broken: dict[str, list[str]] = {}
     started, cpu_before = time.perf_counter(), cpu_seconds()
     about = machine()
     print("bench: throughput (citadel, pydantic_ai, bare) ...", file=sys.stderr, flush=True)
-    throughput = agui_throughput.run(args.repetitions)
+    throughput = attempt(
+        "throughput",
+        broken,
+        agui_throughput.smoke if smoke else lambda: agui_throughput.run(args.repetitions),
+    )
     print("bench: concurrency and idle memory (citadel, bare) ...", file=sys.stderr, flush=True)
-    load = concurrency.run(args.client_procs)
+    load = attempt(
+        "concurrency",
+        broken,
+        concurrency.smoke if smoke else lambda: concurrency.run(args.client_procs),
+    )
     print("bench: persistence (citadel on memory and on Postgres) ...", file=sys.stderr, flush=True)
-    stored = persistence.run()
+    stored = attempt("persistence", broken, persistence.smoke if smoke else persistence.run)
     print("bench: chat completions (citadel vs the model server) ...", file=sys.stderr, flush=True)
-    chat = chat_completions.run()
-    knowledge = child_sections(KNOWLEDGE)
-    access = child_sections(ACCESS)
-    scale_out = child_sections(SCALE_OUT)
+    chat = attempt(
+        "chat completions", broken, chat_completions.smoke if smoke else chat_completions.run
+    )
+    sections = {
+        "Throughput": section(throughput, agui_throughput.report, "throughput", broken),
+        "Concurrency and memory": section(load, concurrency.report, "concurrency", broken),
+        "Persistence": section(stored, persistence.report, "persistence", broken),
+        "OpenAI-compatible chat completions": section(
+            chat, chat_completions.report, "chat completions", broken
+        ),
+    }
+    knowledge = child_sections(KNOWLEDGE, broken, smoke)
+    access = child_sections(ACCESS, broken, smoke)
+    scale_out = child_sections(SCALE_OUT, broken, smoke)
     elapsed = time.perf_counter() - started
     print(
         "\n".join(
@@ -170,23 +240,13 @@ def main() -> None:
                 "",
                 "## Summary",
                 "",
-                *summary(throughput, load, stored),
-                "",
-                "## Throughput",
-                "",
-                agui_throughput.report(throughput),
-                "",
-                "## Concurrency and memory",
-                "",
-                concurrency.report(load),
-                "",
-                "## Persistence",
-                "",
-                persistence.report(stored),
-                "",
-                "## OpenAI-compatible chat completions",
-                "",
-                chat_completions.report(chat),
+                *(["Smoke run: tiny sizes, timing goals not evaluated.", ""] if smoke else []),
+                *summary(throughput, load, stored, broken),
+                *(
+                    line
+                    for title, text in sections.items()
+                    for line in ("", f"## {title}", "", text)
+                ),
                 "",
                 "## Knowledge base",
                 *knowledge,
@@ -197,8 +257,12 @@ def main() -> None:
                 "## Scale-out",
                 *scale_out,
             ]
-        )
+        ),
+        flush=True,
     )
+    if broken:
+        print(f"bench: broken: {', '.join(broken)}", file=sys.stderr)
+        sys.exit(EXIT_BROKEN)
 
 
 if __name__ == "__main__":

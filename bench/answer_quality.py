@@ -18,6 +18,11 @@ Variants, side by side in one run: ``before`` (the server at :data:`BEFORE_REF`:
 routes, searches and answers alone), ``guided-model`` (the runtime routes and calls the
 tools; the model writes knowledge answers from numbered passages) and ``guided`` (the
 default: the runtime also writes knowledge answers, extracted from the passages).
+
+A run that fails (an HTTP error, RUN_ERROR, a stream cut before RUN_FINISHED) in any variant
+breaks the benchmark: it prints BROKEN lines and exits 1 (bench/verdicts.py); a goal missed is
+a FAIL row. ``--smoke``: the default variant, the first prompt of each category; goals not
+evaluated.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ import yaml
 
 from bench.baseline import checkout
 from bench.servers import free_port, wait_ready
+from bench.verdicts import EXIT_BROKEN, broken_lines, verdict
 from protocol.framing import parse_sse_stream
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -178,6 +184,7 @@ async def ask(client: httpx.AsyncClient, url: str, thread_id: str, question: str
     }
     answer = Answer()
     started = time.perf_counter()
+    finished = False
     async with client.stream("POST", f"{url}/agui", json=body) as response:
         if response.status_code != 200:
             answer.error = f"HTTP {response.status_code}: {(await response.aread())[:200]!r}"
@@ -194,6 +201,10 @@ async def ask(client: httpx.AsyncClient, url: str, thread_id: str, question: str
                 answer.results.append(event["content"])
             elif kind == "RUN_ERROR":
                 answer.error = f"{event.get('code')}: {event.get('message')}"
+            elif kind == "RUN_FINISHED":
+                finished = True
+    if not finished and answer.error is None:
+        answer.error = "the stream ended without RUN_FINISHED"
     answer.seconds = time.perf_counter() - started
     return answer
 
@@ -277,7 +288,22 @@ def _median(values: Sequence[float]) -> str:
     return f"{statistics.median(values):.2f}" if values else "n/a"
 
 
-def report(results: dict[str, list[Score]]) -> bool:
+def broken(results: dict[str, list[Score]]) -> list[str]:
+    """Why the figures mean nothing: runs that failed, in any variant (empty: none)."""
+    found = []
+    for variant, scores in results.items():
+        errors = [s for s in scores if s.answer.error is not None]
+        if errors:
+            found.append(
+                f"{variant}: {len(errors)} of {len(scores)} prompts failed, e.g. "
+                f"{errors[0].case.turns[-1]!r}: {errors[0].answer.error}"
+            )
+        if not scores:
+            found.append(f"{variant}: no prompt asked")
+    return found
+
+
+def report(results: dict[str, list[Score]], smoke: bool = False) -> bool:
     """Print the tables; whether the default (the last variant) met every goal."""
     print(
         "| variant | category | prompts | correct | grounded | degenerate | needless tool |"
@@ -297,39 +323,57 @@ def report(results: dict[str, list[Score]]) -> bool:
                 f" | {_median(ttfts)} | {sum(s.answer.error is not None for s in chosen)} |"
             )
     default = list(results)[-1]
-    return _goals(default, results[default])
+    return _goals(default, results[default], bool(broken(results)), smoke)
 
 
-def _goals(variant: str, scores: list[Score]) -> bool:
+def goal_rows(
+    scores: list[Score], failed: bool = False, smoke: bool = False
+) -> list[tuple[str, str, str, str]]:
+    """``(goal, measured, target, verdict)``; a goal about categories none of ``scores``
+    belongs to (``--category``) is left out. Any failed run fails every goal; a smoke run
+    evaluates none but the failed runs."""
     checked = [s for s in scores if s.case.category in ("arithmetic", "docs", "follow-up")]
-    correct = sum(s.correct for s in checked) / len(checked)
     degenerate = sum(s.degenerate for s in scores)
-    greeting_tools = sum(bool(s.answer.calls) for s in scores if s.case.category == "greeting")
+    greetings = [s for s in scores if s.case.category == "greeting"]
+    greeting_tools = sum(bool(s.answer.calls) for s in greetings)
     ttfts = [s.answer.ttft for s in scores if s.answer.ttft is not None]
-    ttft = statistics.median(ttfts) if len(ttfts) == len(scores) else None
+    ttft = statistics.median(ttfts) if ttfts and len(ttfts) == len(scores) else None
     errors = sum(s.answer.error is not None for s in scores)
-    rows = [
-        (
-            "correct, arithmetic and docs (with follow-ups)",
-            f"{correct:.0%}",
-            f">= {GOAL_CORRECT:.0%}",
-            correct >= GOAL_CORRECT,
-        ),
-        ("degenerate answers", str(degenerate), "0", degenerate == 0),
-        ("tool calls on greetings", str(greeting_tools), "0", greeting_tools == 0),
+    rows = []
+    if checked:
+        correct = sum(s.correct for s in checked) / len(checked)
+        rows.append(
+            (
+                "correct, arithmetic and docs (with follow-ups)",
+                f"{correct:.0%}",
+                f">= {GOAL_CORRECT:.0%}",
+                verdict(correct >= GOAL_CORRECT, broken=failed, smoke=smoke),
+            )
+        )
+    shown = verdict(degenerate == 0, broken=failed, smoke=smoke)
+    rows.append(("degenerate answers", str(degenerate), "0", shown))
+    if greetings:
+        shown = verdict(greeting_tools == 0, broken=failed, smoke=smoke)
+        rows.append(("tool calls on greetings", str(greeting_tools), "0", shown))
+    rows += [
         (
             "median time to first token, s",
             "n/a (an answer without text)" if ttft is None else f"{ttft:.2f}",
             f"< {GOAL_TTFT}",
-            ttft is not None and ttft < GOAL_TTFT,
+            verdict(None if ttft is None else ttft < GOAL_TTFT, broken=failed, smoke=smoke),
         ),
-        ("runs that failed", str(errors), "0", errors == 0),
+        ("runs that failed", str(errors), "0", "FAIL" if errors or failed else "PASS"),
     ]
+    return rows
+
+
+def _goals(variant: str, scores: list[Score], failed: bool, smoke: bool) -> bool:
+    rows = goal_rows(scores, failed, smoke)
     print(f"\nGoals ({variant}):\n")
     print("| goal | measured | target | |\n|---|---:|---:|---|")
-    for goal, measured, target, passed in rows:
-        print(f"| {goal} | {measured} | {target} | {'PASS' if passed else 'FAIL'} |")
-    return all(passed for *_, passed in rows)
+    for goal, measured, target, shown in rows:
+        print(f"| {goal} | {measured} | {target} | {shown} |")
+    return all(shown != "FAIL" for *_, shown in rows)
 
 
 def print_answers(results: dict[str, list[Score]]) -> None:
@@ -351,17 +395,29 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--category", choices=CATEGORIES, help="only this category")
     parser.add_argument("--answers", action="store_true", help="print every answer")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="the default variant, one prompt per category: does it work? (no goals)",
+    )
     options = parser.parse_args()
     cases = [c for c in load_cases() if options.category in (None, c.category)]
+    variants = options.variants
+    if options.smoke:
+        variants = ["guided"]
+        cases = [next(c for c in cases if c.category == name) for name in CATEGORIES]
     print(
         f"Answer quality: {len(cases)} prompts of bench/data/answer_eval.yaml, "
-        f"embedded defaults, over POST /agui\n"
+        f"embedded defaults, over POST /agui" + (" (smoke run)" if options.smoke else "") + "\n"
     )
-    results = {name: run_variant(name, cases) for name in options.variants}
-    met = report(results)
+    results = {name: run_variant(name, cases) for name in variants}
+    report(results, options.smoke)  # a goal missed is a FAIL row, not a broken benchmark
     if options.answers:
         print_answers(results)
-    raise SystemExit(0 if met else 1)
+    problems = broken(results)
+    if problems:
+        print("\n" + "\n".join(broken_lines(problems)))
+    raise SystemExit(EXIT_BROKEN if problems else 0)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@
   baseline for the concurrency and idle-memory measures.
 
 All run under one uvicorn worker with its default loop and HTTP parser (uvloop and
-httptools when installed), log level warning, bound to 127.0.0.1.
+httptools when installed), log level warning, bound to 127.0.0.1. Citadel's servers use Redis
+only at ``BENCH_REDIS_URL`` (bench/workers.py), never the shell's ``REDIS_URL``.
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ def citadel_app(store: str = "memory", scripted: bool = True, **access: object) 
         "cors_origins": [],
         "store": store,
         "database_url": os.environ.get("BENCH_DATABASE_URL") or None,
+        # Not REDIS_URL: a shell that sets it would put every server on Redis unseen.
+        "redis_url": os.environ.get("BENCH_REDIS_URL") or None,
         "data_dir": os.environ.get("BENCH_DATA_DIR", "data"),
         "max_messages": 10_000,
         "retrieval": "off",  # the runtime's cost alone: no knowledge base, no demo ingestion

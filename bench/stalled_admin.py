@@ -13,10 +13,15 @@ A reader costs its worker the feed it is sent, fast or not; the claim is that be
 the runs nothing more. The goal: p99 delay with the admin who reads nothing at most
 :data:`GOAL_RATIO` times the p99 with the one who keeps up. tests/e2e/test_faults.py checks,
 without timing, that a reader who reads nothing holds no run back; this measures it.
+
+A run that fails or misses a delta stops the benchmark with an error (exit 1). ``--smoke``: 20
+runs of 1 s, one repetition; the goal is not evaluated. ``--redis-db``: the Redis database of
+the workers (default: the tests' spine database), emptied before and after.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import socket
@@ -28,13 +33,18 @@ import orjson
 
 from bench.client import BodyReader, frame_data, post_sse, raise_fd_limit, run_input
 from bench.servers import ServerProcess
+from bench.verdicts import SMOKE
 from bench.workers import citadel_workers
+from tests.support.redis import SPINE_DB
 
 RUNS = 300
 DELTAS = 100
 PROMPT = f"deltas={DELTAS} interval=0.05 stamp"
 REPETITIONS = 5
 GOAL_RATIO = 1.25
+WARM_UP_RUNS = 50
+SMOKE_RUNS = 20
+SMOKE_DELTAS = 20
 SETUPS = ("no admin", "an admin reading the feed", "an admin who reads nothing")
 
 
@@ -79,10 +89,14 @@ async def stalled_reader(worker: ServerProcess) -> AsyncIterator[None]:
         writer.close()
 
 
-async def delays_ms(workers: list[ServerProcess], runs: int = RUNS) -> list[float]:
-    """Every delta's delay, produced to received by its run's client, of ``runs`` runs at
-    once dealt round-robin over ``workers``."""
+async def delays_ms(
+    workers: list[ServerProcess], runs: int = RUNS, deltas: int = DELTAS
+) -> list[float]:
+    """Every delta's delay, produced to received by its run's client, of ``runs`` runs of
+    ``deltas`` deltas at once dealt round-robin over ``workers``."""
     delays: list[float] = []
+    finished: list[bool] = []
+    prompt = f"deltas={deltas} interval=0.05 stamp"
 
     def on_frames(frames: list[bytes], arrived: int) -> None:
         for frame in frames:
@@ -91,16 +105,21 @@ async def delays_ms(workers: list[ServerProcess], runs: int = RUNS) -> list[floa
                 event = orjson.loads(data)
                 if event["type"] == "TEXT_MESSAGE_CONTENT":
                     delays.append((arrived - int(event["delta"])) / 1e6)
+                elif event["type"] == "RUN_FINISHED":
+                    finished.append(True)
 
     streams = await asyncio.gather(
         *(
-            post_sse(workers[n % len(workers)].port, run_input(PROMPT), on_frames=on_frames)
+            post_sse(workers[n % len(workers)].port, run_input(prompt), on_frames=on_frames)
             for n in range(runs)
         )
     )
     failed = [stream.status for stream in streams if stream.status != 200]
-    if failed or len(delays) != runs * DELTAS:
-        raise RuntimeError(f"{len(failed)} runs failed; {len(delays)} of {runs * DELTAS} deltas")
+    if failed or len(delays) != runs * deltas or len(finished) != runs:
+        raise RuntimeError(
+            f"{len(failed)} runs failed, {len(finished)} of {runs} finished; "
+            f"{len(delays)} of {runs * deltas} deltas"
+        )
     return delays
 
 
@@ -112,10 +131,16 @@ def _spread(values: list[float]) -> str:
     return f"{statistics.median(values):.1f} ms ({min(values):.1f}-{max(values):.1f})"
 
 
-def summary(p50: list[list[float]], p99: list[list[float]]) -> list[str]:
+def summary(
+    p50: list[list[float]],
+    p99: list[list[float]],
+    runs: int = RUNS,
+    prompt: str = PROMPT,
+    smoke: bool = False,
+) -> list[str]:
     ratio = statistics.median(p99[2]) / statistics.median(p99[1])
     lines = [
-        f"{RUNS} runs at once (`{PROMPT}`) on two workers on Redis; {len(p50[0])} repetitions "
+        f"{runs} runs at once (`{prompt}`) on two workers on Redis; {len(p50[0])} repetitions "
         "alternating between the set-ups, median (min-max) of each figure.",
         "",
         "| set-up | run delivery delay p50 | run delivery delay p99 |",
@@ -123,7 +148,7 @@ def summary(p50: list[list[float]], p99: list[list[float]]) -> list[str]:
     ]
     for name, low, high in zip(SETUPS, p50, p99, strict=True):
         lines.append(f"| {name} | {_spread(low)} | {_spread(high)} |")
-    verdict = "met" if ratio <= GOAL_RATIO else "NOT met"
+    verdict = SMOKE if smoke else "met" if ratio <= GOAL_RATIO else "NOT met"
     lines += [
         "",
         f"p99 with an admin who reads nothing / with one who keeps up: **{ratio:.2f}x** "
@@ -132,28 +157,58 @@ def summary(p50: list[list[float]], p99: list[list[float]]) -> list[str]:
     return lines
 
 
-async def _main(repetitions: int) -> list[str]:
+async def _main(
+    repetitions: int,
+    runs: int = RUNS,
+    deltas: int = DELTAS,
+    redis_db: int = SPINE_DB,
+    smoke: bool = False,
+) -> list[str]:
     raise_fd_limit()
     p50: list[list[float]] = [[] for _ in SETUPS]
     p99: list[list[float]] = [[] for _ in SETUPS]
     admins = (None, fast_reader, stalled_reader)
-    async with citadel_workers(2, shared=True) as workers:
-        await delays_ms(workers, runs=50)  # warm-up: imports, pools
+    async with citadel_workers(2, shared=True, redis_db=redis_db) as workers:
+        await delays_ms(workers, min(WARM_UP_RUNS, runs), deltas)  # warm-up: imports, pools
         for repetition in range(repetitions):
             for index, admin in enumerate(admins):
                 async with contextlib.AsyncExitStack() as stack:
                     if admin is not None:
                         await stack.enter_async_context(admin(workers[-1]))
-                    found = await delays_ms(workers)
+                    found = await delays_ms(workers, runs, deltas)
                 p50[index].append(statistics.median(found))
                 p99[index].append(_percentile(found, 0.99))
             print(f"stalled admin: repetition {repetition + 1}/{repetitions}", file=sys.stderr)
-    return summary(p50, p99)
+    return summary(p50, p99, runs, f"deltas={deltas} interval=0.05 stamp", smoke)
 
 
-def main(repetitions: int = REPETITIONS) -> list[str]:
-    return asyncio.run(_main(repetitions))
+def main(
+    repetitions: int = REPETITIONS,
+    runs: int = RUNS,
+    deltas: int = DELTAS,
+    redis_db: int = SPINE_DB,
+    smoke: bool = False,
+) -> list[str]:
+    return asyncio.run(_main(repetitions, runs, deltas, redis_db, smoke))
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--repetitions", type=int, default=REPETITIONS)
+    parser.add_argument(
+        "--redis-db",
+        type=int,
+        default=SPINE_DB,
+        help=f"emptied before and after (default {SPINE_DB}: CITADEL_TEST_REDIS_DB, else 3)",
+    )
+    parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_RUNS} runs: does it work?")
+    args = parser.parse_args()
+    if args.smoke:
+        lines = main(1, SMOKE_RUNS, SMOKE_DELTAS, args.redis_db, smoke=True)
+    else:
+        lines = main(args.repetitions, RUNS, DELTAS, args.redis_db)
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
-    print("\n".join(main()))
+    cli()

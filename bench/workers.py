@@ -13,10 +13,16 @@ stream a correct AG-UI stream, the feed carrying each event exactly once. ``make
 
 Both set-ups run side by side on the machine's Postgres (a fresh schema each), with an admin
 watching a worker; the loads alternate between them, each figure is the median of the repetitions.
+
+Any stream that is not a whole AG-UI stream, or a feed that misses or reorders an event, stops
+the benchmark with an error (exit 1). ``--smoke``: 20 runs, one repetition; goals not evaluated.
+``--redis-db``: the Redis database of the set-ups on Redis (default: the tests' spine database,
+``CITADEL_TEST_REDIS_DB``), emptied before and after.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import statistics
@@ -31,13 +37,16 @@ import psutil
 
 from bench.client import Stream, frame_data, post_sse, raise_fd_limit, run_input
 from bench.servers import ServerProcess, running
+from bench.verdicts import SMOKE
 from protocol.verifier import verify_events
 from tests.support.database import isolated_database_url
-from tests.support.redis import empty_redis
+from tests.support.redis import SPINE_DB, empty_redis
 
 RUNS = 500
 PROMPT = "deltas=10 interval=0.1 stamp"  # 1 s runs: all 500 are open at once
 REPETITIONS = 5
+WARM_UP_RUNS = 50
+SMOKE_RUNS = 20
 GOAL_CPU_RATIO = 1.5
 GOAL_FEED_P99_MS = 50.0
 TERMINAL = ("RUN_FINISHED", "RUN_ERROR")
@@ -83,16 +92,16 @@ class WatchedLoad:
 
 @contextlib.asynccontextmanager
 async def citadel_workers(
-    count: int, shared: bool, **settings: str
+    count: int, shared: bool, redis_db: int = SPINE_DB, **settings: str
 ) -> AsyncIterator[list[ServerProcess]]:
-    """``count`` workers on one fresh database schema, on Redis when ``shared``, with these
-    ``CITADEL_*`` settings."""
+    """``count`` workers on one fresh database schema, on Redis database ``redis_db`` (emptied)
+    when ``shared``, with these ``CITADEL_*`` settings."""
     async with contextlib.AsyncExitStack() as stack:
         database = await stack.enter_async_context(isolated_database_url())
-        redis_url = await stack.enter_async_context(empty_redis()) if shared else None
+        redis_url = await stack.enter_async_context(empty_redis(redis_db)) if shared else None
         env: dict[str, str | None] = {
             "BENCH_DATABASE_URL": database,
-            "REDIS_URL": redis_url,
+            "BENCH_REDIS_URL": redis_url,
             "CITADEL_MAX_STREAMS_PER_USER": "100000",
             **settings,
         }
@@ -199,12 +208,18 @@ SETUPS = (  # (name, workers, on Redis); the goal compares the last with the fir
 )
 
 
-def summary(figures: list[Figures]) -> list[str]:
+def _met(met: bool, smoke: bool) -> str:
+    if smoke:
+        return SMOKE
+    return "met" if met else "NOT met"
+
+
+def summary(figures: list[Figures], runs: int = RUNS, smoke: bool = False) -> list[str]:
     per_event = [statistics.median(f.cpu_per_event_us()) for f in figures]
     ratio = per_event[-1] / per_event[0]
     p99 = statistics.median(figures[-1].feed_p99_ms())
     lines = [
-        f"{RUNS} runs at once (`{PROMPT}`), an admin watching the feed of the last worker; "
+        f"{runs} runs at once (`{PROMPT}`), an admin watching the feed of the last worker; "
         f"{len(figures[0].loads)} repetitions alternating between the set-ups, median (min-max).",
         "",
         "| set-up | events per repetition | CPU per event | vs in-process "
@@ -221,33 +236,56 @@ def summary(figures: list[Figures]) -> list[str]:
     lines += [
         "",
         f"Two workers on Redis / one in-process worker, CPU per event: **{ratio:.2f}x** "
-        f"(goal <= {GOAL_CPU_RATIO}x: {'met' if ratio <= GOAL_CPU_RATIO else 'NOT met'}); "
+        f"(goal <= {GOAL_CPU_RATIO}x: {_met(ratio <= GOAL_CPU_RATIO, smoke)}); "
         f"admin feed p99 on two workers: **{p99:.1f} ms** "
-        f"(goal < {GOAL_FEED_P99_MS:g} ms: {'met' if p99 < GOAL_FEED_P99_MS else 'NOT met'}).",
+        f"(goal < {GOAL_FEED_P99_MS:g} ms: {_met(p99 < GOAL_FEED_P99_MS, smoke)}).",
     ]
     return lines
 
 
-async def _main(repetitions: int) -> list[str]:
+async def _main(
+    repetitions: int, runs: int = RUNS, redis_db: int = SPINE_DB, smoke: bool = False
+) -> list[str]:
     raise_fd_limit()
     figures = [Figures() for _ in SETUPS]
+    warm_up = min(WARM_UP_RUNS, runs)
     async with contextlib.AsyncExitStack() as stack:
         setups = [
-            await stack.enter_async_context(citadel_workers(count, shared))
+            await stack.enter_async_context(citadel_workers(count, shared, redis_db))
             for _, count, shared in SETUPS
         ]
-        for workers in setups:
-            await watched_load(workers, workers[-1], runs=50)  # warm-up: imports, pools
+        for workers in setups:  # warm-up: imports, pools
+            _check(await watched_load(workers, workers[-1], runs=warm_up))
         for repetition in range(repetitions):
             for workers, found in zip(setups, figures, strict=True):
-                found.loads.append(_check(await watched_load(workers, workers[-1])))
+                found.loads.append(_check(await watched_load(workers, workers[-1], runs=runs)))
             print(f"scale-out: repetition {repetition + 1}/{repetitions}", file=sys.stderr)
-    return summary(figures)
+    return summary(figures, runs, smoke)
 
 
-def main(repetitions: int = REPETITIONS) -> list[str]:
-    return asyncio.run(_main(repetitions))
+def main(
+    repetitions: int = REPETITIONS, runs: int = RUNS, redis_db: int = SPINE_DB, smoke: bool = False
+) -> list[str]:
+    return asyncio.run(_main(repetitions, runs, redis_db, smoke))
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--repetitions", type=int, default=REPETITIONS)
+    parser.add_argument(
+        "--redis-db",
+        type=int,
+        default=SPINE_DB,
+        help=f"emptied before and after (default {SPINE_DB}: CITADEL_TEST_REDIS_DB, else 3)",
+    )
+    parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_RUNS} runs: does it work?")
+    args = parser.parse_args()
+    if args.smoke:
+        lines = main(1, SMOKE_RUNS, args.redis_db, smoke=True)
+    else:
+        lines = main(args.repetitions, RUNS, args.redis_db)
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
-    print("\n".join(main()))
+    cli()
