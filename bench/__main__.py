@@ -140,6 +140,9 @@ KNOWLEDGE = (
     ("Embedding cache and ingestion", "bench.knowledge", False),
     ("Retrieval quality on docs/", "bench.retrieval_quality", False),
 )
+ANSWERS = (
+    ("Answer quality of the embedded default, before and after", "bench.answer_quality", False),
+)
 ACCESS = (("Token verification and a flood of bad tokens", "bench.auth", False),)
 SCALE_OUT = (
     ("Workers: in-process bus vs two workers on Redis", "bench.workers", False),
@@ -226,6 +229,7 @@ def main() -> None:
         ),
     }
     knowledge = child_sections(KNOWLEDGE, broken, smoke)
+    answers = child_sections(ANSWERS, broken, smoke)
     access = child_sections(ACCESS, broken, smoke)
     scale_out = child_sections(SCALE_OUT, broken, smoke)
     elapsed = time.perf_counter() - started
@@ -250,6 +254,9 @@ def main() -> None:
                 "",
                 "## Knowledge base",
                 *knowledge,
+                "",
+                "## Answers",
+                *answers,
                 "",
                 "## Identity and access",
                 *access,
