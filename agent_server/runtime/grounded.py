@@ -11,7 +11,6 @@ plain sentence. ``bench/answer_quality.py`` measures this against the model's ow
 from __future__ import annotations
 
 import contextlib
-import math
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ WORDS_WEIGHT = 1.0  # a sentence's score: cosine + WORDS_WEIGHT * share of the q
 # "How do I…", "Which variable…": a sentence naming a command, setting or file (in code
 # quotes) is likelier the answer than one about the same words in general.
 CODE_BONUS = 0.15
+HEADING_WEIGHT = 0.2
 SECOND_SHARE = 0.8  # another sentence joins when it scores this share of the best
 MAX_SENTENCES = 3
 MAX_ANSWER_WORDS = 70
@@ -73,6 +73,7 @@ class _Unit:
     text: str
     stems: frozenset[str]  # of the text and its heading
     in_context: str  # "heading: text", what its meaning is measured on
+    heading: str = ""
 
 
 async def written_answer(route: Route, result: str, similarity: Similarity | None) -> str:
@@ -141,9 +142,11 @@ async def knowledge_answer(
 ) -> str:
     """The answer to ``question`` from a ``search_knowledge_base`` result (its JSON).
 
-    Each sentence is scored by how much of the question it holds (its words, the rarer the
-    heavier) and, with ``similarity`` (the embedder's cosine), by how close it is in
-    meaning; the best one or two answer, unless even the best is far from the question.
+    Each sentence is scored by the share of the question's words it holds (its section
+    heading's included), by whether its heading is the question's topic and, with
+    ``similarity`` (the embedder's cosine), by how close it is in meaning to what was
+    ``said`` (this turn's words; ``question`` may include those of the question a follow-up
+    refers to). The best sentences answer, unless even the best is far from the question.
     """
     if is_error_result(result):
         return f"I could not search the knowledge base: {orjson.loads(result)['error']}."
@@ -152,9 +155,7 @@ async def knowledge_answer(
     if not units or not asked:
         return DONT_KNOW
     # A follow-up's own words count fully, those of the question it refers to by half.
-    weights = _idf(asked, units) | {
-        stem: weight / 2 for stem, weight in _idf(_stems(question) - asked, units).items()
-    }
+    weights = dict.fromkeys(_stems(question) - asked, 0.5) | dict.fromkeys(asked, 1.0)
     total = sum(weights.values())
     coverage = [_covered(unit, weights) / total for unit in units]
     meaning: Sequence[float] = [0.0] * len(units)
@@ -163,7 +164,10 @@ async def knowledge_answer(
             meaning = await similarity(said or question, [unit.in_context for unit in units])
     practical = _PRACTICAL.match(said or question) is not None
     scores = [
-        c * WORDS_WEIGHT + m + (CODE_BONUS if practical and "`" in unit.text else 0.0)
+        c * WORDS_WEIGHT
+        + m
+        + (CODE_BONUS if practical and "`" in unit.text else 0.0)
+        + HEADING_WEIGHT * _on_topic(unit, asked)
         for c, m, unit in zip(coverage, meaning, units, strict=True)
     ]
     order = sorted(range(len(units)), key=lambda i: (-scores[i], units[i].passage.number))
@@ -270,7 +274,8 @@ def _units(passage: Passage) -> list[_Unit]:
         if text.endswith("…") or text.count("`") % 2 or len(text.split()) < 4:
             continue
         stems = frozenset(_stems(f"{under} {text}"))
-        units.append(_Unit(passage, position, text, stems, f"{under}: {text}" if under else text))
+        in_context = f"{under}: {text}" if under else text
+        units.append(_Unit(passage, position, text, stems, in_context, under))
     return units
 
 
@@ -301,15 +306,11 @@ def _stem(word: str) -> str:
     return word[:6]
 
 
-def _idf(asked: set[str], units: Sequence[_Unit]) -> dict[str, float]:
-    """Each question word's weight: rarer among the passages' sentences, heavier. Words no
-    sentence has weigh as much as the rarest: a question about something absent must not
-    be answered by the sentences that share its common words."""
-    count = len(units)
-    return {
-        stem: math.log(1 + count / (1 + sum(stem in unit.stems for unit in units)))
-        for stem in asked
-    }
+def _on_topic(unit: _Unit, asked: set[str]) -> float:
+    """The share of its section heading's words the question holds: a sentence under
+    "Adding documents" is about "How do I add documents?" more than one that names both."""
+    heading = _stems(unit.heading)
+    return len(heading & asked) / len(heading) if heading else 0.0
 
 
 def _covered(unit: _Unit, weights: dict[str, float]) -> float:

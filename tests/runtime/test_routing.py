@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent_server.runtime.routing import arithmetic, is_follow_up, route, time_zone
+from agent_server.runtime.routing import PASSAGES, arithmetic, is_follow_up, route, time_zone
 
 TOOLS = {"calculate", "get_current_time", "search_knowledge_base"}
 SEARCH = "search_knowledge_base"
@@ -121,7 +121,10 @@ def test_an_unknown_place_gives_no_zone():
 
 def test_other_questions_search_the_knowledge_base_with_the_users_words():
     found = route([user("Which file types can I add?")], TOOLS, SEARCH)
-    assert (found.tool, found.arguments) == (SEARCH, {"query": "Which file types can I add?"})
+    assert (found.tool, found.arguments) == (
+        SEARCH,
+        {"query": "Which file types can I add?", "top_k": PASSAGES},
+    )
 
 
 def test_a_short_follow_up_searches_with_the_previous_question():
@@ -132,7 +135,8 @@ def test_a_short_follow_up_searches_with_the_previous_question():
     ]
     found = route(messages, TOOLS, SEARCH)
     assert found.arguments == {
-        "query": "How do I add documents to the knowledge base? Which file types does it accept?"
+        "query": "How do I add documents to the knowledge base? Which file types does it accept?",
+        "top_k": PASSAGES,
     }
 
 
