@@ -46,7 +46,10 @@ async def history(ollama) -> AsyncIterator[History]:
         ScriptedReply([text_reply("Part")[0], {"error": "model crashed: out of memory"}]),
     )
     async with server(ollama) as (url, database), httpx.AsyncClient(base_url=url) as client:
-        alice, bob = run_body(text="hello"), run_body(text="hi")
+        # Alice speaks AG-UI 1.0, so what she was sent is the stored events as they are (an
+        # older client's RUN_STARTED is sent without its protocolVersion).
+        alice = run_body(text="hello") | {"protocolVersion": "1.0"}
+        bob = run_body(text="hi")
         alice_status, alice_events = await stream(client, "/agui", alice, as_user("alice"))
         bob_status, bob_events = await stream(client, "/agui", bob, as_user("bob"))
         assert (alice_status, types(alice_events)[-1]) == (200, "RUN_FINISHED")
