@@ -73,7 +73,7 @@ class _Unit:
     text: str
     stems: frozenset[str]  # of the text and its heading
     in_context: str  # "heading: text", what its meaning is measured on
-    heading: str = ""
+    heading_stems: frozenset[str]
 
 
 async def written_answer(route: Route, result: str, similarity: Similarity | None) -> str:
@@ -273,9 +273,9 @@ def _units(passage: Passage) -> list[_Unit]:
         # Cut off by the snippet's end, begun before the chunk's start, or a stub.
         if text.endswith("…") or text.count("`") % 2 or len(text.split()) < 4:
             continue
-        stems = frozenset(_stems(f"{under} {text}"))
+        heading = frozenset(_stems(under))
         in_context = f"{under}: {text}" if under else text
-        units.append(_Unit(passage, position, text, stems, in_context, under))
+        units.append(_Unit(passage, position, text, heading | _stems(text), in_context, heading))
     return units
 
 
@@ -309,7 +309,7 @@ def _stem(word: str) -> str:
 def _on_topic(unit: _Unit, asked: set[str]) -> float:
     """The share of its section heading's words the question holds: a sentence under
     "Adding documents" is about "How do I add documents?" more than one that names both."""
-    heading = _stems(unit.heading)
+    heading = unit.heading_stems
     return len(heading & asked) / len(heading) if heading else 0.0
 
 

@@ -67,6 +67,8 @@ DEFAULT_SYSTEM_PROMPT = (
     "Use a tool when it gives a better answer than you can; otherwise answer directly."
 )
 
+# The model's budget under the guided policy, for small talk and passage answers.
+GUIDED_MAX_TOKENS = 96
 # Under the guided policy the model only makes small talk: what it can do is the runtime's.
 SMALL_TALK_PROMPT = (
     "You answer questions from the documents in your knowledge base, do arithmetic and tell "
@@ -94,7 +96,6 @@ class AgentSettings:
     # models: the default of the embedded backend. "model": the model writes the knowledge
     # answers from numbered passages instead (measured in bench/answer_quality.py).
     guided: Literal["extract", "model"] | None = None
-    guided_max_tokens: int = 96  # the model's budget for small talk and passage answers
 
 
 def new_id(prefix: str) -> str:
@@ -384,19 +385,18 @@ class Agent:
             # Guided: the answer is written, or the model answers once without tools.
             last_round = 0 if guided is not None else self.settings.max_tool_rounds
             for round_number in range(last_round + 1):
-                if guided is not None and guided.answered:
-                    break
                 # Out of rounds: the model must answer with what it has.
                 choice: ToolChoice = "auto" if round_number < last_round else "none"
+                if guided is None:
+                    # The runtime searches itself: the model is never offered that tool.
+                    request = self._request(prepared, choice, without=self.settings.retrieve_first)
+                elif guided.request is None:
+                    break  # the runtime wrote the answer
+                else:
+                    request = guided.request
                 turn = _Turn()
                 yield events.step_started("model")
                 # aclosing: however this generator ends, the backend's stream closes at once.
-                # The runtime searches itself: the model is never offered that tool.
-                request = (
-                    guided.request
-                    if guided is not None and guided.request is not None
-                    else self._request(prepared, choice, without=self.settings.retrieve_first)
-                )
                 async with contextlib.aclosing(self.model.stream(request)) as deltas:
                     async for delta in deltas:
                         if isinstance(delta, Usage):
@@ -444,7 +444,6 @@ class Agent:
                 return
             for event in _written(small_talk_reply(found.small_talk, found.said)):
                 yield event
-            guided.answered = True
             return
         result = ""
         async for event in self._call(prepared, found.tool, found.arguments):
@@ -456,7 +455,6 @@ class Agent:
             return
         for event in _written(await written_answer(found, result, self.similarity)):
             yield event
-        guided.answered = True
 
     def _small_talk(self, prepared: PreparedRun) -> ChatRequest:
         request = self._request(prepared, "none", extra=(SMALL_TALK_PROMPT,))
@@ -467,11 +465,7 @@ class Agent:
 
     def _guided_budget(self) -> int:
         configured = self.settings.max_tokens
-        return (
-            min(configured, self.settings.guided_max_tokens)
-            if configured
-            else (self.settings.guided_max_tokens)
-        )
+        return min(configured, GUIDED_MAX_TOKENS) if configured else GUIDED_MAX_TOKENS
 
     async def _retrieve_first(self, prepared: PreparedRun) -> AsyncIterator[Event]:
         """Search before the model answers a new question: a call of the retrieval tool
@@ -602,8 +596,7 @@ class Agent:
 @dataclass
 class _Guided:
     route: Route
-    request: ChatRequest | None = None  # what the model answers, when it answers
-    answered: bool = False  # the runtime wrote the answer
+    request: ChatRequest | None = None  # what the model answers; None: the runtime wrote it
 
 
 # A written answer streams a sentence (or line) at a time.

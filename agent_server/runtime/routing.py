@@ -111,11 +111,11 @@ _SQUARED = re.compile(r"(\d(?:[\d.]*)|\))\s*(squared|cubed)\b", re.IGNORECASE)
 _ROOT = re.compile(r"(?:the\s+)?square\s+root\s+of\s+", re.IGNORECASE)
 _PERCENT_OF = re.compile(r"(\d+(?:\.\d+)?)\s*(?:%|percent)\s+of\s+", re.IGNORECASE)
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
-# A run of what an arithmetic expression is made of; functions the calculator knows.
-_EXPRESSION = re.compile(
-    r"(?:sqrt|abs|round|log10|log|exp|sin|cos|tan|pi|[\d.]+|\*\*|[-+*/%()]|\s)+", re.IGNORECASE
-)
-_OPERATOR = re.compile(r"\*\*|[-+*/%]|sqrt|abs|round|log|exp|sin|cos|tan", re.IGNORECASE)
+# The calculator's functions of one argument, then a run of what an expression is made of.
+_FUNCTION = r"sqrt|abs|round|log10|log|exp|sin|cos|tan"
+_EXPRESSION = re.compile(rf"(?:{_FUNCTION}|pi|[\d.]+|\*\*|[-+*/%()]|\s)+", re.IGNORECASE)
+_OPERATOR = re.compile(rf"\*\*|[-+*/%]|{_FUNCTION}", re.IGNORECASE)
+_BARE_ARGUMENT = re.compile(rf"\b({_FUNCTION})\s+([\d.]+)")
 _NUMBER = re.compile(r"\d")
 _LEADING_OPERATOR = re.compile(r"^\s*(?:\*\*|[-+*/%])")
 _REF = r"(?:it|that|this|the result|the answer|the previous result)"
@@ -155,7 +155,7 @@ def arithmetic(question: str, previous: str | None = None) -> str | None:
         return None  # numbers inside a question about something else
     if previous is not None and _LEADING_OPERATOR.match(best):
         best = f"{previous} {best}"
-    best = re.sub(r"\b(sqrt|abs|round|log10|log|exp|sin|cos|tan)\s+([\d.]+)", r"\1(\2)", best)
+    best = _BARE_ARGUMENT.sub(r"\1(\2)", best)
     if not _OPERATOR.search(best):
         return None
     return " ".join(best.split())
