@@ -71,12 +71,17 @@ async def run_doctor() -> int:
 
 
 async def _run(item: Item, settings: Settings) -> CheckResult:
-    """Build the backend (its imports and construction are not its latency), then check it."""
+    """Build the backend (its imports and construction are not its latency), check it, close
+    it (nor is its closing)."""
     try:
         backend = item.open(settings)
     except CheckFailed as failed:
         return CheckResult(False, 0.0, code=failed.code, error=str(failed), fix=failed.fix)
-    return await timed(item.check(backend), item.timeout)
+    try:
+        return await timed(item.check(backend), item.timeout)
+    finally:
+        if isinstance(backend, _Opened):
+            await backend.close()
 
 
 def items(settings: Settings) -> list[Item]:
@@ -207,10 +212,7 @@ def _open_model(settings: Settings) -> _Opened:
 
 async def _check_model(opened: _Opened) -> str:
     model, settings = opened.backend, opened.settings
-    try:
-        await CHECKS["model"](model)
-    finally:
-        await opened.close()
+    await CHECKS["model"](model)
     where = redact_url(settings.llm_url) if settings.llm_url else "in process"
     return f"{model.provider} model {model.model} answers ({where})"
 
@@ -234,10 +236,7 @@ def _open_embedder(settings: Settings) -> _Opened:
 
 async def _check_embedder(opened: _Opened) -> str:
     embedder, settings = opened.backend, opened.settings
-    try:
-        await CHECKS["embedder"](embedder)
-    finally:
-        await opened.close()
+    await CHECKS["embedder"](embedder)
     where = redact_url(settings.embed_url) if settings.embed_url else "in process"
     return (
         f"{embedder.provider} model {embedder.model} embeds, {embedder.dimensions} dimensions "
@@ -258,10 +257,7 @@ def _open_vectors(settings: Settings) -> _Opened:
 
 async def _check_vectors(opened: _Opened) -> str:
     settings = opened.settings
-    try:
-        await CHECKS["vectors"](opened.backend)
-    finally:
-        await opened.close()
+    await CHECKS["vectors"](opened.backend)
     if settings.qdrant_url:
         return f"Qdrant server at {redact_url(settings.qdrant_url)} answers"
     return _engine(opened.backend.root)
@@ -282,11 +278,8 @@ def _open_redis(settings: Settings) -> _Opened:
 async def _check_redis(opened: _Opened) -> str:
     client, settings = opened.backend, opened.settings
     assert settings.redis_url is not None
-    try:
-        await CHECKS["redis"](client)
-        version = (await client.info("server")).get("redis_version", "?")
-    finally:
-        await opened.close()
+    await CHECKS["redis"](client)
+    version = (await client.info("server")).get("redis_version", "?")
     return f"Redis {version} at {redact_url(settings.redis_url.get_secret_value())} answers"
 
 
@@ -300,10 +293,7 @@ def _open_reranker(settings: Settings) -> _Opened:
 
 async def _check_reranker(opened: _Opened) -> str:
     reranker, settings = opened.backend, opened.settings
-    try:
-        await CHECKS["reranker"](reranker)
-    finally:
-        await opened.close()
+    await CHECKS["reranker"](reranker)
     model = f", model {settings.rerank_model}" if settings.rerank_model else ""
     return f"{redact_url(reranker.url)} ranks{model}"
 

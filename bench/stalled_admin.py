@@ -21,7 +21,6 @@ the workers (default: the tests' spine database), emptied before and after.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import socket
@@ -34,7 +33,7 @@ import orjson
 from bench.client import BodyReader, frame_data, post_sse, raise_fd_limit, run_input
 from bench.servers import ServerProcess
 from bench.verdicts import SMOKE
-from bench.workers import citadel_workers
+from bench.workers import citadel_workers, spine_arguments
 from tests.support.redis import SPINE_DB
 
 RUNS = 300
@@ -193,16 +192,7 @@ def main(
 
 
 def cli() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--repetitions", type=int, default=REPETITIONS)
-    parser.add_argument(
-        "--redis-db",
-        type=int,
-        default=SPINE_DB,
-        help=f"emptied before and after (default {SPINE_DB}: CITADEL_TEST_REDIS_DB, else 3)",
-    )
-    parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_RUNS} runs: does it work?")
-    args = parser.parse_args()
+    args = spine_arguments(__doc__, REPETITIONS, SMOKE_RUNS)
     if args.smoke:
         lines = main(1, SMOKE_RUNS, SMOKE_DELTAS, args.redis_db, smoke=True)
     else:

@@ -269,17 +269,22 @@ def main(
     return asyncio.run(_main(repetitions, runs, redis_db, smoke))
 
 
-def cli() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--repetitions", type=int, default=REPETITIONS)
+def spine_arguments(doc: str | None, repetitions: int, smoke_runs: int) -> argparse.Namespace:
+    """The command line of a benchmark on workers sharing one Redis database."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n", 1)[0])
+    parser.add_argument("--repetitions", type=int, default=repetitions)
     parser.add_argument(
         "--redis-db",
         type=int,
         default=SPINE_DB,
         help=f"emptied before and after (default {SPINE_DB}: CITADEL_TEST_REDIS_DB, else 3)",
     )
-    parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_RUNS} runs: does it work?")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help=f"{smoke_runs} runs: does it work?")
+    return parser.parse_args()
+
+
+def cli() -> None:
+    args = spine_arguments(__doc__, REPETITIONS, SMOKE_RUNS)
     if args.smoke:
         lines = main(1, SMOKE_RUNS, args.redis_db, smoke=True)
     else:

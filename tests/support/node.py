@@ -16,17 +16,23 @@ HARNESS_TIMEOUT = 120  # seconds for one plan; runs inside have their own timeou
 STEP_TIMEOUT = 30  # seconds a steered script may take to reach its next step
 
 
-async def _node(
-    *args: str, stdin: bytes | None = None, patience: float = HARNESS_TIMEOUT
-) -> dict[str, Any]:
-    process = await asyncio.create_subprocess_exec(
+async def _start(*args: str) -> asyncio.subprocess.Process:
+    """``node *args`` in tests/node, every stream a pipe (the report is one line)."""
+    return await asyncio.create_subprocess_exec(
         "node",
         *args,
         cwd=NODE_DIR,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        limit=1 << 26,
     )
+
+
+async def _node(
+    *args: str, stdin: bytes | None = None, patience: float = HARNESS_TIMEOUT
+) -> dict[str, Any]:
+    process = await _start(*args)
     async with asyncio.timeout(patience):
         stdout, stderr = await process.communicate(stdin)
     if process.returncode != 0:
@@ -91,15 +97,7 @@ class Steered:
 @contextlib.asynccontextmanager
 async def steered(*args: str) -> AsyncIterator[Steered]:
     """``node *args`` in tests/node, steered; killed if still running when the block ends."""
-    process = await asyncio.create_subprocess_exec(
-        "node",
-        *args,
-        cwd=NODE_DIR,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        limit=1 << 26,  # the report is one line
-    )
+    process = await _start(*args)
     session = Steered(process)
     try:
         yield session
