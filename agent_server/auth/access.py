@@ -40,6 +40,7 @@ class Rates:
     ingest: Rate
     requests: Rate
     auth_failures: Rate
+    voice: Rate
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Rates:
@@ -51,6 +52,7 @@ class Rates:
             rate(settings.rate_ingest),
             rate(settings.rate_requests),
             rate(settings.rate_auth_failures),
+            rate(settings.rate_voice),
         )
 
     def of(self, kind: RateClass) -> Rate:
@@ -58,6 +60,7 @@ class Rates:
             RateClass.RUNS: self.runs,
             RateClass.INGEST: self.ingest,
             RateClass.REQUESTS: self.requests,
+            RateClass.VOICE: self.voice,
         }[kind]
 
 

@@ -10,9 +10,10 @@ again, so a token cannot pick a laxer path:
 - any other JWT: a Clerk session token.
 
 Where the credential may come from follows clerk.md §8.1: an ``Authorization`` header must
-be exactly one ``Bearer`` token, and then no cookie is looked at; the ``__session`` cookie
-only with ``CLERK_ACCEPT_COOKIE``, only for session tokens, with the ``__client_uat`` rules
-and, on unsafe methods, an allowed ``Origin``.
+be exactly one ``Bearer`` token, and then no cookie is looked at; a WebSocket may instead
+carry it in one ``token`` query parameter (browsers cannot set its headers); the
+``__session`` cookie only with ``CLERK_ACCEPT_COOKIE``, only for session tokens, with the
+``__client_uat`` rules and, on unsafe methods, an allowed ``Origin``.
 """
 
 from __future__ import annotations
@@ -68,6 +69,12 @@ class Authenticator:
         header = connection.headers.getlist("authorization")
         if header:
             return await self._bearer(_bearer_token(header))
+        if connection.scope["type"] == "websocket" and "token" in connection.query_params:
+            # Browsers cannot set headers on a WebSocket; logs redact ``token=`` values.
+            tokens = connection.query_params.getlist("token")
+            if len(tokens) != 1 or not tokens[0]:
+                raise Unauthorized("several_tokens")
+            return await self._bearer(tokens[0])
         if self._accept_cookie and self._session_cookie in connection.cookies:
             return await self._cookie(connection)
         raise Unauthorized("no_credentials", presented=False)

@@ -34,6 +34,7 @@ class RateClass(StrEnum):
     RUNS = "runs"
     INGEST = "ingest"
     REQUESTS = "requests"
+    VOICE = "voice"
 
 
 @dataclass(frozen=True, slots=True)

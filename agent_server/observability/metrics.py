@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
@@ -118,6 +118,30 @@ class Metrics:
             "Admin feed readers that skipped ahead (drop-and-resync), by reason",
             ["reason"],
             registry=self.registry,
+        )
+        voice_buckets = (0.1, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 3, 5, 10)
+        self.voice_sessions = Gauge(
+            "citadel_voice_sessions_active",
+            "Voice sessions open on this worker (browser sockets and LiveKit rooms)",
+            registry=self.registry,
+        )
+        self.voice_turn_seconds = Histogram(
+            "citadel_voice_turn_latency_seconds",
+            "Voice turns: the user stopped speaking → the agent's first audio",
+            registry=self.registry,
+            buckets=voice_buckets,
+        )
+        self.voice_stt_seconds = Histogram(
+            "citadel_voice_stt_duration_seconds",
+            "Voice turns: the user stopped speaking → the final transcript",
+            registry=self.registry,
+            buckets=voice_buckets,
+        )
+        self.voice_tts_first_byte_seconds = Histogram(
+            "citadel_voice_tts_first_byte_seconds",
+            "Voice turns: the answer's first text → its first synthesized audio",
+            registry=self.registry,
+            buckets=voice_buckets,
         )
 
     def tool_called(self, tool: str, seconds: float, failed: bool) -> None:

@@ -76,6 +76,7 @@ LIVE = (
             "cors_origins",
             "rate_runs",
             "rate_ingest",
+            "rate_voice",
             "rate_requests",
             "rate_auth_failures",
             "max_streams_per_user",

@@ -90,6 +90,11 @@ class RunService:
         stopped run's id. ``no_active_run`` when there is none of ``owner``'s."""
         return await self.manager.stop(thread_id, owner, run_id)
 
+    async def amend_answer(self, owner: str, thread_id: str, message_id: str, text: str) -> bool:
+        """Make a stored answer say ``text`` instead (what a voice face actually spoke
+        before the user cut in). The run's events keep what was generated."""
+        return await self.store.amend_answer(thread_id, owner, message_id, text)
+
     # Joining a thread ------------------------------------------------------------------------
 
     async def resume(

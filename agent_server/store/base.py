@@ -223,6 +223,11 @@ class ThreadStore(Protocol):
 
     async def rename_thread(self, thread_id: str, owner: str, title: str, actor: Actor) -> bool: ...
 
+    async def amend_answer(self, thread_id: str, owner: str, message_id: str, text: str) -> bool:
+        """Replace the text of one of the thread's assistant messages (a spoken answer cut
+        short keeps what was said); False if ``owner`` has no such message."""
+        ...
+
     async def delete_thread(self, thread_id: str, owner: str, actor: Actor) -> bool: ...
 
     async def audit(self, actor: Actor, action: str, details: dict[str, Any]) -> None:

@@ -171,6 +171,16 @@ class MemoryThreadStore:
         thread.record.title = title
         return True
 
+    async def amend_answer(self, thread_id: str, owner: str, message_id: str, text: str) -> bool:
+        thread = self._threads.get(thread_id)
+        if thread is None or thread.record.owner != owner:
+            return False
+        for message in thread.record.messages:
+            if message["id"] == message_id and message["role"] == "assistant":
+                message["content"] = text
+                return True
+        return False
+
     async def delete_thread(self, thread_id: str, owner: str, actor: Actor) -> bool:
         thread = self._threads.get(thread_id)
         if thread is None or thread.record.owner != owner:

@@ -210,6 +210,19 @@ class PostgresThreadStore:
             await audit(connection, actor, "thread.rename", thread_id, {"title": title})
         return True
 
+    async def amend_answer(self, thread_id: str, owner: str, message_id: str, text: str) -> bool:
+        async with db_errors(), self._pool.acquire() as connection:
+            result = await connection.execute(
+                "UPDATE messages m SET body = jsonb_set(m.body, '{content}', to_jsonb($4::text))"
+                " FROM threads t WHERE t.id = m.thread_id AND m.thread_id = $1 AND t.owner = $2"
+                " AND m.message_id = $3 AND m.role = 'assistant'",
+                thread_id,
+                owner,
+                message_id,
+                text,
+            )
+        return result == "UPDATE 1"
+
     async def delete_thread(self, thread_id: str, owner: str, actor: Actor) -> bool:
         """Messages, runs and events go with the thread (ON DELETE CASCADE); the audit
         entry stays."""

@@ -1,0 +1,172 @@
+"""One voice session: livekit-agents' ``AgentSession`` (VAD → STT → the Citadel runtime →
+TTS) in a user's thread, whatever carries its audio (a LiveKit room or a browser socket).
+
+Decisions, and why:
+
+* **No preemptive generation.** A run is stored and may call tools; a speculative run on a
+  half-heard sentence would put turns in the thread that the user never finished. The turn
+  starts when it is committed.
+* **Barge-in stops the run**, and the stored answer becomes what was actually said: the
+  session's outputs go through a ``TranscriptSynchronizer``, whose truncated text replaces
+  the answer's message in the thread (the run's events keep what was generated).
+* **No AEC warm-up.** livekit-agents ignores interruptions for the first 3 s of speech by
+  default, for rooms without echo cancellation; browsers and LiveKit clients cancel echo
+  themselves, and a user must be able to interrupt at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any
+
+from livekit.agents import Agent, AgentSession, io
+from livekit.agents.voice import events as session_events
+from livekit.agents.voice.transcription.synchronizer import TranscriptSynchronizer
+
+from voice.report import TurnMetrics, VoiceReport
+from voice.runtime_llm import CitadelLLM, Conversation
+from voice.speech.stack import SpeechStack
+
+logger = logging.getLogger("citadel.voice")
+
+
+class VoiceListener:
+    """What a transport is told; each method does nothing unless overridden."""
+
+    async def agui(self, event: bytes) -> None:
+        """One AG-UI event (JSON) of the session's runs."""
+
+    def state(self, state: str) -> None:
+        """``listening``, ``thinking`` or ``speaking``."""
+
+    def transcript(self, role: str, text: str, final: bool) -> None:
+        """The user's words as heard; the agent's as spoken (so far, then final)."""
+
+    def turn(self, metrics: TurnMetrics) -> None:
+        """An answered turn's latencies."""
+
+
+@dataclass
+class VoiceSession:
+    stack: SpeechStack
+    conversation: Conversation
+    listener: VoiceListener
+    report: VoiceReport | None = None
+    sample_rate: int = 16_000
+    session: AgentSession = field(init=False)
+    _user: dict[str, Any] = field(default_factory=dict, init=False)  # the last user turn's metrics
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set, init=False)
+
+    def __post_init__(self) -> None:
+        self.session = AgentSession(
+            vad=self.stack.vad,
+            stt=self.stack.stt,
+            llm=CitadelLLM(self.conversation),
+            tts=self.stack.tts(self.sample_rate),
+            turn_handling={
+                "turn_detection": "vad",
+                "endpointing": {"min_delay": 0.0, "max_delay": 3.0},
+                "interruption": {"mode": "vad", "min_duration": 0.5},
+                "preemptive_generation": {"enabled": False},
+            },
+            aec_warmup_duration=None,
+            user_away_timeout=None,
+            # A transport that closes has nobody left to answer: no waiting for a last
+            # transcript (livekit-agents waits 2 s by default).
+            session_close_transcript_timeout=0.0,
+        )
+        self.session.on("agent_state_changed", self._on_state)
+        self.session.on("user_input_transcribed", self._on_transcribed)
+        self.session.on("conversation_item_added", self._on_item)
+
+    async def start(
+        self,
+        *,
+        audio_input: io.AudioInput | None = None,
+        audio_output: io.AudioOutput | None = None,
+        text_output: io.TextOutput | None = None,
+        room: Any = None,
+    ) -> None:
+        """Start listening: on a room (RoomIO publishes audio and transcripts), or on the
+        given input and outputs, synchronized so that transcripts follow the audio."""
+        if audio_output is not None:
+            sync = TranscriptSynchronizer(
+                next_in_chain_audio=audio_output, next_in_chain_text=text_output
+            )
+            self.session.output.audio = sync.audio_output
+            self.session.output.transcription = sync.text_output
+        if audio_input is not None:
+            self.session.input.audio = audio_input
+        if room is None:
+            await self.session.start(Agent(instructions=""))
+        else:
+            await self.session.start(Agent(instructions=""), room=room)
+        if self.report is not None:
+            await self.report.started()
+
+    def say_typed(self, text: str) -> None:
+        """A typed turn: it interrupts the agent and is answered like a spoken one."""
+        self.listener.transcript("user", text, True)
+        self.session.interrupt()
+        self.session.generate_reply(user_input=text)
+
+    async def aclose(self, reason: str = "ended") -> None:
+        await self.session.aclose()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.report is not None:
+            await self.report.ended(reason)
+
+    # Session events ---------------------------------------------------------------------------
+
+    def _on_state(self, event: session_events.AgentStateChangedEvent) -> None:
+        if event.new_state in ("listening", "thinking", "speaking"):
+            self.listener.state(event.new_state)
+
+    def _on_transcribed(self, event: session_events.UserInputTranscribedEvent) -> None:
+        if event.transcript.strip():
+            self.listener.transcript("user", event.transcript, event.is_final)
+
+    def _on_item(self, event: session_events.ConversationItemAddedEvent) -> None:
+        item = event.item
+        role = getattr(item, "role", None)
+        if role == "user":
+            self._user = dict(item.metrics or {})  # type: ignore[union-attr]
+        elif role == "assistant":
+            metrics = item.metrics or {}  # type: ignore[union-attr]
+            interrupted = bool(item.interrupted)  # type: ignore[union-attr]
+            turn = TurnMetrics(
+                end_of_speech_to_audio=metrics.get("e2e_latency"),
+                stt=self._user.get("transcription_delay"),
+                runtime_first_token=metrics.get("llm_node_ttft"),
+                tts_first_byte=metrics.get("tts_node_ttfb"),
+                interrupted=interrupted,
+            )
+            self.listener.turn(turn)
+            if self.report is not None:
+                self._spawn(self.report.turn(turn))
+            if interrupted:
+                spoken = item.text_content or ""  # type: ignore[union-attr]
+                self._spawn(self._keep_spoken(spoken))
+
+    async def _keep_spoken(self, spoken: str) -> None:
+        """The interrupted answer's message becomes what was said, once its run has ended."""
+        conversation = self.conversation
+        answer = conversation.last_answer
+        if answer is None:
+            return
+        await answer.ended.wait()
+        if answer.message_id is not None:
+            await conversation.runs.amend_answer(
+                conversation.owner, conversation.thread_id, answer.message_id, spoken
+            )
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
