@@ -139,7 +139,8 @@ class PcmOutput(io.AudioOutput):
 
 
 class TranscriptOutput(io.TextOutput):
-    """The agent's words as they are spoken (synchronized with the audio upstream)."""
+    """The agent's words so far, as they are spoken (synchronized with the audio upstream);
+    the final one comes from the session."""
 
     def __init__(self, outbox: Outbox) -> None:
         super().__init__(label="browser-transcript", next_in_chain=None)
@@ -151,9 +152,7 @@ class TranscriptOutput(io.TextOutput):
         self._outbox.put(frame("transcript", role="assistant", text=self._text, final=False))
 
     def flush(self) -> None:
-        if self._text:
-            self._outbox.put(frame("transcript", role="assistant", text=self._text, final=True))
-        self._text = ""
+        self._text = ""  # the final transcript is the session's: what the thread keeps
 
 
 class BrowserListener(VoiceListener):
@@ -167,8 +166,7 @@ class BrowserListener(VoiceListener):
         self.outbox.put(frame("state", state=state))
 
     def transcript(self, role: str, text: str, final: bool) -> None:
-        if role == "user":  # the agent's come from TranscriptOutput, in step with its audio
-            self.outbox.put(frame("transcript", role=role, text=text, final=final))
+        self.outbox.put(frame("transcript", role=role, text=text, final=final))
 
     def turn(self, metrics: TurnMetrics) -> None:
         self.outbox.put(frame("metrics", **metrics.as_json()))

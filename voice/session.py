@@ -44,7 +44,7 @@ class VoiceListener:
         """``listening``, ``thinking`` or ``speaking``."""
 
     def transcript(self, role: str, text: str, final: bool) -> None:
-        """The user's words as heard; the agent's as spoken (so far, then final)."""
+        """The user's words as heard; the agent's as spoken (final: what the thread keeps)."""
 
     def turn(self, metrics: TurnMetrics) -> None:
         """An answered turn's latencies."""
@@ -70,7 +70,12 @@ class VoiceSession:
             turn_handling={
                 "turn_detection": "vad",
                 "endpointing": {"min_delay": 0.0, "max_delay": 3.0},
-                "interruption": {"mode": "vad", "min_duration": 0.5},
+                # Nothing to resume: a browser drops what it was told to stop playing.
+                "interruption": {
+                    "mode": "vad",
+                    "min_duration": 0.5,
+                    "resume_false_interruption": False,
+                },
                 "preemptive_generation": {"enabled": False},
             },
             aec_warmup_duration=None,
@@ -147,11 +152,12 @@ class VoiceSession:
                 tts_first_byte=metrics.get("tts_node_ttfb"),
                 interrupted=interrupted,
             )
+            spoken = item.text_content or ""  # type: ignore[union-attr]
+            self.listener.transcript("assistant", spoken, True)
             self.listener.turn(turn)
             if self.report is not None:
                 self._spawn(self.report.turn(turn))
             if interrupted:
-                spoken = item.text_content or ""  # type: ignore[union-attr]
                 self._spawn(self._keep_spoken(spoken))
 
     async def _keep_spoken(self, spoken: str) -> None:

@@ -20,6 +20,7 @@ from agent_server.api.deps import ServicesDep
 from agent_server.api.errors import refusals, status_of
 from agent_server.api.guard import VOICE
 from agent_server.api.models import RestBody, RestModel
+from agent_server.api.streams import STREAM_TIME_LIMIT_CLOSE
 from agent_server.auth.principals import Principal
 from agent_server.config import Settings, variable
 from agent_server.services import Services
@@ -167,7 +168,7 @@ async def voice_ws(websocket: WebSocket, services: ServicesDep, principal: Calle
             await converse(socket, session, outbox, _close_code)
     except TimeoutError:
         reason = "stream_time_limit"
-        await socket.close(_close_code("timeout"), "stream_time_limit")
+        await socket.close(STREAM_TIME_LIMIT_CLOSE, "stream_time_limit")
     finally:
         await session.aclose(reason)
 

@@ -104,6 +104,11 @@ def server_env(database: str, data_dir: str, **extra: str) -> dict[str, str]:
         CITADEL_RATE_RUNS="100000/s",
         CITADEL_RATE_REQUESTS="100000/s",
         CITADEL_RATE_INGEST="100000/s",
+        CITADEL_RATE_VOICE="100000/s",
+        # Tokens are minted without a LiveKit server: /voice/token answers in full.
+        LIVEKIT_URL="ws://127.0.0.1:7880",
+        LIVEKIT_API_KEY="fuzz-key",
+        LIVEKIT_API_SECRET="fuzz-secret-fuzz-secret-fuzz-secret",
         CITADEL_LOG_LEVEL="warning",
         **extra,
     )
