@@ -60,6 +60,7 @@ class VoiceSession:
     session: AgentSession = field(init=False)
     _user: dict[str, Any] = field(default_factory=dict, init=False)  # the last user turn's metrics
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set, init=False)
+    _sync: TranscriptSynchronizer | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.session = AgentSession(
@@ -99,11 +100,11 @@ class VoiceSession:
         """Start listening: on a room (RoomIO publishes audio and transcripts), or on the
         given input and outputs, synchronized so that transcripts follow the audio."""
         if audio_output is not None:
-            sync = TranscriptSynchronizer(
+            self._sync = TranscriptSynchronizer(
                 next_in_chain_audio=audio_output, next_in_chain_text=text_output
             )
-            self.session.output.audio = sync.audio_output
-            self.session.output.transcription = sync.text_output
+            self.session.output.audio = self._sync.audio_output
+            self.session.output.transcription = self._sync.text_output
         if audio_input is not None:
             self.session.input.audio = audio_input
         if room is None:
@@ -121,6 +122,8 @@ class VoiceSession:
 
     async def aclose(self, reason: str = "ended") -> None:
         await self.session.aclose()
+        if self._sync is not None:
+            await self._sync.aclose()
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task

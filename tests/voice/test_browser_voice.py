@@ -5,9 +5,12 @@ judged by keywords and word error rate, never exact strings."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
+from protocol.framing import parse_sse_stream
 from tests.conftest import citadel, double_model
 from tests.doubles.ollama import ScriptedReply, text_reply
 from tests.server.test_agui_knowledge import ingest
@@ -169,3 +172,31 @@ async def test_the_agent_speaks_at_the_sample_rate_the_client_chose(ollama, rate
     assert voice.of("audio.start") == [{"type": "audio.start", "sampleRate": rate}]
     # espeak-ng says this sentence in about two seconds, whatever the rate it is sent at
     assert 1.0 < sum(map(len, voice.audio)) / (2 * rate) < 4.0
+
+
+async def test_a_chat_panel_joining_the_thread_sees_the_voice_run_live(ollama):
+    release = asyncio.Event()
+    reply = text_reply("Thirty days. For everyone.", chunks=2)
+    ollama.enqueue(ScriptedReply(reply, holds={1: release}))
+    async with citadel(double_model(ollama)) as url, voice_session(url) as voice:
+        await voice.send(type="text", text="How long?")
+        await voice.until(lambda c: "TEXT_MESSAGE_CONTENT" in [e["type"] for e in c.agui()])
+        thread_id = voice.of("session.started")[0]["threadId"]
+        body = {"threadId": thread_id, "protocolVersion": "1.0"}
+        panel: list[dict] = []
+        async with (
+            httpx.AsyncClient(base_url=url) as client,
+            client.stream("POST", "/agui/connect", json=body) as response,
+        ):
+            async for event in parse_sse_stream(response.aiter_bytes()):
+                panel.append(event)
+                if event["type"] == "TEXT_MESSAGE_CONTENT":
+                    release.set()  # the panel is following: let the answer go on
+                if event["type"] == "RUN_FINISHED" and event["runId"].startswith("voice_"):
+                    break
+        await voice.until(answered(1))
+    voice_run = voice.agui()[0]["runId"]
+    streamed = "".join(e["delta"] for e in panel if e["type"] == "TEXT_MESSAGE_CONTENT")
+    assert streamed == "Thirty days. For everyone." and panel[-1]["runId"] == voice_run
+    [snapshot] = [e for e in panel if e["type"] == "MESSAGES_SNAPSHOT"]
+    assert snapshot["messages"][-1] == {**snapshot["messages"][-1], "content": "How long?"}
