@@ -363,12 +363,13 @@ def serve_env(database: str, model_port: int, closed_port: int, data_dir: str) -
     )
 
 
-async def refused_websocket(url: str) -> int:
-    """The status of the answer to a WebSocket handshake that is refused."""
-    with pytest.raises(InvalidStatus) as refused:
+async def websocket_status(url: str) -> int:
+    """101 if the WebSocket handshake is accepted, else the status of its refusal."""
+    try:
         async with ws_connect(url):
-            pass
-    return refused.value.response.status_code
+            return 101
+    except InvalidStatus as refused:
+        return refused.response.status_code
 
 
 async def test_no_secret_reaches_stderr_or_the_ring_buffer_while_the_lines_are_kept(
@@ -392,7 +393,10 @@ async def test_no_secret_reaches_stderr_or_the_ring_buffer_while_the_lines_are_k
             ]
             for token in bad_tokens:
                 refused.append((await client.get(f"/threads?token={token}")).status_code)
-            socket = await refused_websocket(url.replace("http", "ws") + f"/agui/ws?token={admin}")
+            # A session token where a browser's WebSocket carries it: accepted, never logged
+            sockets = url.replace("http", "ws")
+            socket = await websocket_status(f"{sockets}/agui/ws?token={admin}")
+            refused_socket = await websocket_status(f"{sockets}/voice/ws?token={bad_tokens[0]}")
             # An API key at work, also where it should not be: in the query string
             listed = await client.get(f"/threads?api_key={key}", headers=bearer(key))
             # The embedder (httpx logs its URL), the chat model and the reranker (retried,
@@ -410,7 +414,7 @@ async def test_no_secret_reaches_stderr_or_the_ring_buffer_while_the_lines_are_k
             values = "&".join(f"v{n}={value}" for n, value in enumerate(CONFIGURED.values()))
             await client.get(f"/health?{values}&next={env['DATABASE_URL']}")
             logs = await client.get("/admin/logs", params={"limit": "10000"}, headers=bearer(admin))
-    assert refused == [401] * (2 * len(bad_tokens)) and socket == 401
+    assert refused == [401] * (2 * len(bad_tokens)) and (socket, refused_socket) == (101, 401)
     assert listed.status_code == 200 and embedded.status_code == 200
     assert run_status == 200 and run_events[-1]["code"] == "model_unavailable"
     assert reranked.status_code == 503 and logs.status_code == 200
@@ -425,7 +429,8 @@ async def test_no_secret_reaches_stderr_or_the_ring_buffer_while_the_lines_are_k
     expected = [
         "unauthorized GET /threads from 127.0.0.1: ",
         '"GET /threads?token=[redacted] HTTP/1.1" 401',
-        '"WebSocket /agui/ws?token=[redacted]" 401',
+        '"WebSocket /agui/ws?token=[redacted]" [accepted]',
+        '"WebSocket /voice/ws?token=[redacted]" 401',
         '"GET /threads?api_key=[redacted] HTTP/1.1" 200',
         f"HTTP Request: POST http://embedder:[redacted]@127.0.0.1:{port}/api/embed",
         # Backends name their servers without the password (agent_server/urls.py).
