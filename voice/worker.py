@@ -154,6 +154,7 @@ async def serve_rooms(settings: Settings, health_port: int = 0) -> None:
         stack = speech_stack(SpeechConfig.from_settings(settings))  # once, before any job
     except RuntimeError as missing:
         raise ConfigError(str(missing)) from None
+    _warn_of_embedded_backends(settings)
     # The server seeds the knowledge base with the demo docs; the worker only reads it.
     settings = settings.model_copy(update={"demo_docs": None})
     services = await start_services(settings, create_chat_model(settings))
@@ -162,6 +163,21 @@ async def serve_rooms(settings: Settings, health_port: int = 0) -> None:
         await _until_stopped(agent_server(settings, worker, health_port))
     finally:
         await services.aclose()
+
+
+def _warn_of_embedded_backends(settings: Settings) -> None:
+    """The worker is a process of its own, beside ``citadel serve``: what the two cannot
+    share unless they are given servers."""
+    if settings.qdrant_url is None and settings.retrieval != "off":
+        logger.warning(
+            "no QDRANT_URL: the embedded vector store allows one process per data directory; "
+            "while `citadel serve` holds it, voice answers go without the knowledge base"
+        )
+    if settings.redis_url is None:
+        logger.warning(
+            "no REDIS_URL: the server's admin feed and chat panels will not see this worker's "
+            "voice runs as they happen, and a thread may get a run here and one there at once"
+        )
 
 
 async def _until_stopped(server: AgentServer) -> None:
