@@ -1,5 +1,6 @@
-"""``citadel``: serve, chat with a running server, check the setup, show the configuration,
-ingest documents, manage the database, verify a recorded stream."""
+"""``citadel``: serve, chat with a running server, join LiveKit rooms as the voice agent,
+check the setup, show the configuration, ingest documents, manage the database, verify a
+recorded stream."""
 
 from __future__ import annotations
 
@@ -29,6 +30,16 @@ def main(argv: list[str] | None = None) -> int:
     chat.add_argument("question")
     chat.add_argument("--url", default=None, help="server base URL (default from settings)")
     chat.add_argument("--thread", default=None, help="continue this thread id")
+
+    voice = commands.add_parser(
+        "voice", help="the LiveKit voice agent: join the rooms it is dispatched to"
+    )
+    voice.add_argument(
+        "--health-port",
+        type=int,
+        default=0,
+        help="port of the worker's health server on 127.0.0.1 (default: any free port)",
+    )
 
     commands.add_parser("doctor", help="check the configuration and every configured backend")
 
@@ -75,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args.host, args.port)
         if args.command == "chat":
             return asyncio.run(_chat(args.question, args.url, args.thread))
+        if args.command == "voice":
+            return _voice(args.health_port)
         if args.command == "doctor":
             from agent_server.doctor import run_doctor
 
@@ -138,6 +151,17 @@ def _serve(host: str | None, port: int | None) -> int:
         log_config=None,  # uvicorn's records go to our handler, with the request's id
     )
     return 0
+
+
+def _voice(health_port: int) -> int:
+    try:
+        from voice.worker import run_voice_worker
+    except ImportError as missing:
+        print(
+            f"the voice packages are not installed ({missing}); run `make setup`", file=sys.stderr
+        )
+        return 2
+    return run_voice_worker(read_settings(), health_port)
 
 
 async def _chat(question: str, url: str | None, thread: str | None) -> int:

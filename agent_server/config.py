@@ -265,6 +265,11 @@ class Settings(BaseSettings):
                 )
         return found
 
+    def missing_livekit(self) -> list[str]:
+        """The LiveKit variables left unset, by name (rooms need all three)."""
+        fields = ("livekit_url", "livekit_api_key", "livekit_api_secret")
+        return [variable(name) for name in fields if not getattr(self, name)]
+
     def _clerk_problems(self) -> list[str]:
         found = []
         if not self.clerk_issuer and not self.clerk_publishable_key:

@@ -7,12 +7,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from agent_server.observability.metrics import Metrics
-from agent_server.runs.bus import BusUnavailable, EventBus
+from agent_server.runs.bus import BusUnavailable
 
 logger = logging.getLogger("citadel.voice")
 
@@ -39,9 +39,16 @@ class TurnMetrics:
         }
 
 
+class Feed(Protocol):
+    """Where notes go: the app's :class:`~agent_server.runs.bus.EventBus`, or the LiveKit
+    worker's view of one on another event loop (:class:`voice.services_loop.LoopFeed`)."""
+
+    async def note(self, kind: str, body: bytes, owner: str = "") -> None: ...
+
+
 @dataclass
 class VoiceReport:
-    bus: EventBus
+    bus: Feed
     metrics: Metrics | None  # None: a process that serves no /metrics (the LiveKit worker)
     session_id: str
     owner: str

@@ -13,9 +13,9 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from livekit.agents import llm
@@ -26,7 +26,7 @@ from livekit.agents.types import (
     NotGivenOr,
 )
 
-from agent_server.runs.service import RunService
+from agent_server.runs.eventlog import Batch
 from protocol.errors import Refusal
 from protocol.events import TERMINAL_TYPES
 from protocol.input import RunAgentInput, UserMessage
@@ -49,11 +49,25 @@ class Answer:
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+class RunApi(Protocol):
+    """What a voice session asks of the run API: the app's
+    :class:`~agent_server.runs.service.RunService`, or the LiveKit worker's view of one that
+    lives on another event loop (:class:`voice.services_loop.LoopRuns`)."""
+
+    async def start(self, owner: str, input: RunAgentInput) -> AsyncIterable[Batch]: ...
+
+    async def stop(self, owner: str, thread_id: str, run_id: str | None = None) -> str: ...
+
+    async def amend_answer(
+        self, owner: str, thread_id: str, message_id: str, text: str
+    ) -> bool: ...
+
+
 @dataclass
 class Conversation:
     """Whose thread a voice session speaks in, and where the runs' events go."""
 
-    runs: RunService
+    runs: RunApi
     owner: str
     thread_id: str
     on_event: Callable[[bytes], Awaitable[None]]  # each AG-UI event of the session's runs

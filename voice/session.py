@@ -23,7 +23,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
-from livekit.agents import Agent, AgentSession, io
+from livekit.agents import Agent, AgentSession, io, room_io
 from livekit.agents.voice import events as session_events
 from livekit.agents.voice.transcription.synchronizer import TranscriptSynchronizer
 
@@ -96,9 +96,11 @@ class VoiceSession:
         audio_output: io.AudioOutput | None = None,
         text_output: io.TextOutput | None = None,
         room: Any = None,
+        participant: str | None = None,
     ) -> None:
-        """Start listening: on a room (RoomIO publishes audio and transcripts), or on the
-        given input and outputs, synchronized so that transcripts follow the audio."""
+        """Start listening: on a room (RoomIO publishes audio and transcripts, and hears
+        ``participant`` only, when named), or on the given input and outputs, synchronized so
+        that transcripts follow the audio."""
         if audio_output is not None:
             self._sync = TranscriptSynchronizer(
                 next_in_chain_audio=audio_output, next_in_chain_text=text_output
@@ -110,7 +112,10 @@ class VoiceSession:
         if room is None:
             await self.session.start(Agent(instructions=""))
         else:
-            await self.session.start(Agent(instructions=""), room=room)
+            options = room_io.RoomOptions()
+            if participant is not None:
+                options.participant_identity = participant
+            await self.session.start(Agent(instructions=""), room=room, room_options=options)
         if self.report is not None:
             await self.report.started()
 

@@ -22,7 +22,7 @@ from agent_server.api.guard import VOICE
 from agent_server.api.models import RestBody, RestModel
 from agent_server.api.streams import STREAM_TIME_LIMIT_CLOSE
 from agent_server.auth.principals import Principal
-from agent_server.config import Settings, variable
+from agent_server.config import Settings
 from agent_server.services import Services
 from protocol.errors import Refusal
 from protocol.input import Id
@@ -31,7 +31,6 @@ logger = logging.getLogger("citadel.voice")
 
 router = APIRouter(tags=["Voice"])
 Caller = Annotated[Principal, Depends(VOICE)]
-LIVEKIT_SETTINGS = ("livekit_url", "livekit_api_key", "livekit_api_secret")
 
 
 class VoiceTokenRequest(RestBody):
@@ -55,7 +54,7 @@ async def voice_token(
     """A LiveKit token for one room (the caller's identity, `CITADEL_VOICE_TOKEN_TTL`
     seconds) with the voice agent dispatched into it to speak in the thread."""
     settings = services.settings
-    missing = [variable(name) for name in LIVEKIT_SETTINGS if not getattr(settings, name)]
+    missing = settings.missing_livekit()
     if missing:
         raise Refusal("voice_unavailable", f"LiveKit is not configured: set {', '.join(missing)}")
     from voice.token import mint_room_token
