@@ -61,6 +61,8 @@ class VoiceSession:
     _user: dict[str, Any] = field(default_factory=dict, init=False)  # the last user turn's metrics
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set, init=False)
     _sync: TranscriptSynchronizer | None = field(default=None, init=False)
+    _started: bool = field(default=False, init=False)  # reported as started
+    _closed: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self.session = AgentSession(
@@ -118,6 +120,7 @@ class VoiceSession:
             await self.session.start(Agent(instructions=""), room=room, room_options=options)
         if self.report is not None:
             await self.report.started()
+        self._started = True
 
     def say_typed(self, text: str) -> None:
         """A typed turn: it interrupts the agent and is answered like a spoken one."""
@@ -126,13 +129,17 @@ class VoiceSession:
         self.session.generate_reply(user_input=text)
 
     async def aclose(self, reason: str = "ended") -> None:
+        """Close once; a session that never started is not reported as ended."""
+        if self._closed:
+            return
+        self._closed = True
         await self.session.aclose()
         if self._sync is not None:
             await self._sync.aclose()
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self.report is not None:
+        if self.report is not None and self._started:
             await self.report.ended(reason)
 
     # Session events ---------------------------------------------------------------------------

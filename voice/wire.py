@@ -7,15 +7,16 @@ little-endian mono PCM at the announced rate, typed turns (``text``) and ``sessi
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from pydantic import TypeAdapter, ValidationError
 
 from protocol.errors import Refusal
-from protocol.input import _ID_PATTERN  # the one rule for ids on every face
+from protocol.input import Id
 
+THREAD_ID = TypeAdapter(Id)  # the one rule for ids on every face
 SAMPLE_RATES = (8_000, 16_000, 24_000, 48_000)
 MAX_FRAME_SECONDS = 1.0  # one binary frame holds at most this much audio
 MAX_TEXT_FRAME = 16 * 1024
@@ -74,9 +75,10 @@ def parse_text(frame: str) -> ClientFrame:
 def _thread_id(value: Any) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not re.fullmatch(_ID_PATTERN[1:-1], value):
-        raise Refusal("invalid_input", "threadId: 1 to 256 printable ASCII characters")
-    return value
+    try:
+        return THREAD_ID.validate_python(value, strict=True)
+    except ValidationError:
+        raise Refusal("invalid_input", "threadId: 1 to 256 printable ASCII characters") from None
 
 
 def _sample_rate(value: Any) -> int:
