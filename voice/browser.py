@@ -171,6 +171,9 @@ class BrowserListener(VoiceListener):
     def turn(self, metrics: TurnMetrics) -> None:
         self.outbox.put(frame("metrics", **metrics.as_json()))
 
+    def error(self, code: str, message: str) -> None:
+        self.outbox.put(frame("error", code=code, message=message))  # the socket stays open
+
 
 async def read_start(socket: Socket) -> Start:
     """The first frame, which must be ``session.start``."""

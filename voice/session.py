@@ -12,6 +12,12 @@ Decisions, and why:
 * **No AEC warm-up.** livekit-agents ignores interruptions for the first 3 s of speech by
   default, for rooms without echo cancellation; browsers and LiveKit clients cancel echo
   themselves, and a user must be able to interrupt at once.
+* **A speech server that fails loses one turn, not the session.** When speech to text or
+  text to speech still fails after livekit-agents' retries, the listener is told
+  (``stt_unavailable``: the turn was not heard; ``tts_unavailable``: the answer, in the
+  thread, was not spoken) and the session goes on: the user may speak again or type.
+  livekit-agents would otherwise close the session after a few failures in a row, leaving
+  its transport open on a session that no longer answers.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Any
 
 from livekit.agents import Agent, AgentSession, io, room_io
 from livekit.agents.voice import events as session_events
+from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.agents.voice.transcription.synchronizer import TranscriptSynchronizer
 
 from voice.report import TurnMetrics, VoiceReport
@@ -32,6 +39,19 @@ from voice.runtime_llm import CitadelLLM, Conversation
 from voice.speech.stack import SpeechStack
 
 logger = logging.getLogger("citadel.voice")
+
+# What the listener is told when a speech server still fails after its retries.
+SPEECH_FAILURES = {
+    "stt_error": (
+        "stt_unavailable",
+        "speech recognition failed: this turn was not heard; speak again, or type",
+    ),
+    "tts_error": (
+        "tts_unavailable",
+        "speech synthesis failed: the answer was not spoken (the thread has it)",
+    ),
+}
+NEVER = 1_000_000  # failures in a row after which livekit-agents would close the session
 
 
 class VoiceListener:
@@ -48,6 +68,10 @@ class VoiceListener:
 
     def turn(self, metrics: TurnMetrics) -> None:
         """An answered turn's latencies."""
+
+    def error(self, code: str, message: str) -> None:
+        """A speech server failed (``stt_unavailable``, ``tts_unavailable``); the session
+        goes on."""
 
 
 @dataclass
@@ -67,7 +91,7 @@ class VoiceSession:
     def __post_init__(self) -> None:
         self.session = AgentSession(
             vad=self.stack.vad,
-            stt=self.stack.stt,
+            stt=self.stack.stt(),
             llm=CitadelLLM(self.conversation),
             tts=self.stack.tts(self.sample_rate),
             turn_handling={
@@ -86,10 +110,12 @@ class VoiceSession:
             # A transport that closes has nobody left to answer: no waiting for a last
             # transcript (livekit-agents waits 2 s by default).
             session_close_transcript_timeout=0.0,
+            conn_options=SessionConnectOptions(max_unrecoverable_errors=NEVER),
         )
         self.session.on("agent_state_changed", self._on_state)
         self.session.on("user_input_transcribed", self._on_transcribed)
         self.session.on("conversation_item_added", self._on_item)
+        self.session.on("error", self._on_error)
 
     async def start(
         self,
@@ -134,6 +160,9 @@ class VoiceSession:
             return
         self._closed = True
         await self.session.aclose()
+        for part in (self.session.stt, self.session.tts):  # this session's own
+            if part is not None:
+                await part.aclose()
         if self._sync is not None:
             await self._sync.aclose()
         for task in list(self._tasks):
@@ -151,6 +180,13 @@ class VoiceSession:
     def _on_transcribed(self, event: session_events.UserInputTranscribedEvent) -> None:
         if event.transcript.strip():
             self.listener.transcript("user", event.transcript, event.is_final)
+
+    def _on_error(self, event: session_events.ErrorEvent) -> None:
+        failure = SPEECH_FAILURES.get(getattr(event.error, "type", ""))
+        if failure is None or event.error.recoverable:  # retrying: not the turn's outcome yet
+            return
+        logger.warning("voice: %s (%s)", failure[0], event.error.error)
+        self.listener.error(*failure)
 
     def _on_item(self, event: session_events.ConversationItemAddedEvent) -> None:
         item = event.item

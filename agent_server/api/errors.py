@@ -70,6 +70,8 @@ STATUS: dict[str, int] = {
     "retrieval_unavailable": 503,
     "model_unavailable": 503,
     "voice_unavailable": 503,
+    "stt_unavailable": 503,  # a /voice/ws error frame; the socket stays open
+    "tts_unavailable": 503,  # likewise
     "model_error": 502,  # the model answered, but not usefully
     "timeout": 504,
     "internal": 500,

@@ -19,6 +19,11 @@ Service doubles
     A Cohere/Jina/TEI-style rerank endpoint (``POST …/v1/rerank``), scoring by shared words.
     Real: ``test_a_real_rerank_endpoint`` in tests/server/test_rerank.py (``RERANK_URL``,
     ``RERANK_MODEL``).
+``SpeechDouble`` (tests/doubles/speech.py)
+    An OpenAI-compatible speech server: ``POST /v1/audio/transcriptions`` (transcribed by the
+    real Whisper tiny.en) and ``POST /v1/audio/speech`` (24 kHz PCM made by espeak-ng),
+    recording each request's model, voice, text and ``Authorization``. Used by
+    tests/voice/test_remote_speech.py (``stt_url``, ``tts_url``). **No opt-in real test.**
 ``ClerkBackendDouble`` (tests/auth/test_opaque.py)
     Clerk's Backend API, ``POST /v1/m2m_tokens/verify`` (opaque machine tokens). Real:
     ``test_real_clerk_verifies_an_opaque_token`` in the same file (``CLERK_SECRET_KEY``,
@@ -80,13 +85,18 @@ from tests.doubles.ollama import (
     tool_call_reply,
 )
 from tests.doubles.rerank import RerankDouble, rerank_double
+from tests.doubles.speech import Heard, SpeechDouble, Spoken, speech_double
 
 __all__ = [
     "DEFAULT_MODEL",
+    "Heard",
     "OllamaDouble",
     "RerankDouble",
     "ScriptedReply",
+    "SpeechDouble",
+    "Spoken",
     "rerank_double",
+    "speech_double",
     "text_reply",
     "thinking_reply",
     "tool_call_reply",

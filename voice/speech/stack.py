@@ -43,11 +43,30 @@ class SpeechConfig:
 @dataclass(frozen=True)
 class SpeechStack:
     vad: vad.VAD
-    stt: stt.STT
     config: SpeechConfig
 
+    def stt(self) -> stt.STT:
+        """A recognizer for one session. Each session has its own: livekit-agents reports a
+        recognizer's failures to every session using it, and a failed turn is told only to
+        the session whose turn it was. The offline model is loaded once per process."""
+        config = self.config
+        if config.stt_url:
+            from livekit.plugins import openai
+
+            return openai.STT(
+                model=config.stt_model,
+                base_url=config.stt_url,
+                api_key=config.api_key or "none",
+                language="en",
+                use_realtime=False,
+            )
+        from voice.speech.whisper import WhisperSTT
+
+        return WhisperSTT(threads=config.threads)
+
     def tts(self, sample_rate: int) -> tts.TTS:
-        """A TTS speaking at ``sample_rate`` (cheap: espeak-ng runs per sentence)."""
+        """A TTS speaking at ``sample_rate``, for one session (cheap: espeak-ng runs per
+        sentence; a remote server's audio is resampled by livekit-agents)."""
         config = self.config
         if config.tts_url:
             from livekit.plugins import openai
@@ -70,23 +89,13 @@ def speech_stack(config: SpeechConfig) -> SpeechStack:
     missing when the offline models are not installed."""
     from livekit.plugins import silero
 
-    if config.stt_url:
-        from livekit.plugins import openai
-
-        recognizer: stt.STT = openai.STT(
-            model=config.stt_model,
-            base_url=config.stt_url,
-            api_key=config.api_key or "none",
-            language="en",
-            use_realtime=False,
-        )
-    else:
+    if not config.stt_url:
         from voice.speech.whisper import WhisperSTT
 
-        recognizer = WhisperSTT(threads=config.threads)
+        WhisperSTT(threads=config.threads)  # load the model now (once), or fail now
     detector = silero.VAD.load(min_silence_duration=config.silence)
     if not config.tts_url:
         from voice.speech.espeak import espeak_binary
 
         espeak_binary()  # fail now, not at the first answer
-    return SpeechStack(detector, recognizer, config)
+    return SpeechStack(detector, config)
