@@ -44,4 +44,4 @@ def test_resampling_is_deterministic_and_keeps_the_duration():
 def test_the_speech_stack_is_loaded_once_per_process():
     config = SpeechConfig(silence=0.3)
     assert speech_stack(config) is speech_stack(SpeechConfig(silence=0.3))
-    assert speech_stack(config).stt._model is WhisperSTT()._model  # the weights, once
+    assert speech_stack(config).stt()._model is WhisperSTT()._model  # the weights, once
