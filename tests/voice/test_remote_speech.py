@@ -3,11 +3,13 @@ livekit-plugins-openai talking to the OpenAI-compatible speech TEST DOUBLE (test
 speech.py: real Whisper tiny.en and espeak-ng behind OpenAI's endpoints); the chat model is
 the Ollama TEST DOUBLE. And a remote speech server that is down or failing: the turn is lost
 with an ``error`` frame (``stt_unavailable``, ``tts_unavailable``), never silently, and the
-session goes on. **No opt-in test runs against a real speech server.**"""
+session goes on. With ``CITADEL_TEST_STT_URL`` and ``CITADEL_TEST_TTS_URL`` set, the first
+case also runs against those real servers (opt-in; none can be installed here)."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 
 import httpx
 import pytest
@@ -171,3 +173,25 @@ async def test_a_failing_text_to_speech_server_leaves_the_answer_unspoken_with_a
         "And the money?",
         "Five days.",
     ]
+
+
+REAL = {
+    name: os.environ.get(f"CITADEL_TEST_{name.upper()}")
+    for name in ("stt_url", "stt_model", "tts_url", "tts_model", "tts_voice", "speech_api_key")
+}
+
+
+@pytest.mark.skipif(
+    not (REAL["stt_url"] and REAL["tts_url"]),
+    reason="no real speech servers: set CITADEL_TEST_STT_URL and CITADEL_TEST_TTS_URL "
+    "(and CITADEL_TEST_STT_MODEL, _TTS_MODEL, _TTS_VOICE, _SPEECH_API_KEY as they need)",
+)
+async def test_a_spoken_question_is_heard_and_answered_by_real_speech_servers(ollama):
+    ollama.enqueue(ScriptedReply(text_reply(ANSWER)))
+    remote = {name: value for name, value in REAL.items() if value}
+    async with citadel(double_model(ollama), **remote) as url, voice_session(url) as voice:
+        await voice.say(await spoken(QUESTION))
+        await voice.until(answered(1), within=120)
+    [heard] = voice.heard()
+    assert "refund" in words(heard) and errors(voice) == []
+    assert voice.answers() == [ANSWER] and sum(map(len, voice.audio)) / (2 * RATE) > 1.0
