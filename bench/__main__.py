@@ -16,7 +16,6 @@ import datetime
 import importlib.metadata
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -24,7 +23,8 @@ import traceback
 from collections.abc import Callable
 from typing import TypeVar
 
-from bench import agui_throughput, chat_completions, concurrency, persistence
+from bench import agui_throughput, chat_completions, concurrency, persistence, voice
+from bench.quiet import cpu_seconds, other_load
 from bench.verdicts import EXIT_BROKEN, broken_lines
 
 T = TypeVar("T")
@@ -41,35 +41,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
-
-
-def cpu_seconds() -> tuple[float, float] | None:
-    """(CPU seconds all processes used, CPU seconds this one and its children used) so far.
-
-    Their difference over a run is what other work took: figures from a busy machine are off.
-    """
-    try:
-        with open("/proc/stat") as stat:
-            jiffies = [int(value) for value in stat.readline().split()[1:]]
-    except OSError:
-        return None
-    tick = os.sysconf("SC_CLK_TCK")
-    busy = (sum(jiffies[:8]) - jiffies[3] - jiffies[4]) / tick  # all but idle and iowait
-    ours = sum(
-        usage.ru_utime + usage.ru_stime
-        for usage in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-    )
-    return busy, ours
-
-
-def other_load(before: tuple[float, float] | None, seconds: float) -> str:
-    """Average number of CPUs other processes kept busy since ``before``."""
-    after = cpu_seconds()
-    if before is None or after is None:
-        return "unknown"
-    others = max(0.0, (after[0] - before[0]) - (after[1] - before[1])) / seconds
-    verdict = " (NOT QUIET: the figures are skewed)" if others > 0.15 else ""
-    return f"{others:.2f} CPUs{verdict}"
 
 
 def machine() -> list[str]:
@@ -93,6 +64,7 @@ def summary(
     throughput: agui_throughput.ThroughputResult | None,
     load: concurrency.ConcurrencyResult | None,
     stored: persistence.PersistenceResult | None,
+    spoken: voice.VoiceResult | None,
     broken: dict[str, list[str]],
 ) -> list[str]:
     """The goals' table (a benchmark that did not complete is a FAIL row of its own), then
@@ -102,13 +74,14 @@ def summary(
         ("throughput", throughput, lambda r: r.summary_rows()),
         ("concurrency", load, lambda r: r.summary_rows()),
         ("persistence", stored, persistence.summary_rows),
+        ("voice", spoken, lambda r: r.summary_rows()),
     )
     for name, result, rows in parts:
         lines += rows(result) if result is not None else [_did_not_complete(name, broken)]
     lines += [
         _did_not_complete(name, broken)
         for name in broken
-        if name not in ("throughput", "concurrency", "persistence")
+        if name not in ("throughput", "concurrency", "persistence", "voice")
     ]
     if broken:
         lines += ["", "Benchmarks that broke (their figures are not to be trusted):", ""]
@@ -220,6 +193,10 @@ def main() -> None:
     chat = attempt(
         "chat completions", broken, chat_completions.smoke if smoke else chat_completions.run
     )
+    print(
+        "bench: voice (citadel /voice/ws vs bare livekit-agents) ...", file=sys.stderr, flush=True
+    )
+    spoken = attempt("voice", broken, voice.smoke if smoke else voice.run)
     sections = {
         "Throughput": section(throughput, agui_throughput.report, "throughput", broken),
         "Concurrency and memory": section(load, concurrency.report, "concurrency", broken),
@@ -227,6 +204,7 @@ def main() -> None:
         "OpenAI-compatible chat completions": section(
             chat, chat_completions.report, "chat completions", broken
         ),
+        "Voice: end of speech to first agent audio": section(spoken, voice.report, "voice", broken),
     }
     knowledge = child_sections(KNOWLEDGE, broken, smoke)
     answers = child_sections(ANSWERS, broken, smoke)
@@ -245,7 +223,7 @@ def main() -> None:
                 "## Summary",
                 "",
                 *(["Smoke run: tiny sizes, timing goals not evaluated.", ""] if smoke else []),
-                *summary(throughput, load, stored, broken),
+                *summary(throughput, load, stored, spoken, broken),
                 *(
                     line
                     for title, text in sections.items()

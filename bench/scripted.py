@@ -77,3 +77,15 @@ class ScriptedModel:
 
     async def aclose(self) -> None:
         return None
+
+
+SPOKEN_ANSWER = "Here is a short answer to your question."
+
+
+class SpokenAnswerModel(ScriptedModel):
+    """A TEST DOUBLE for voice (bench/voice.py): the prompt is a transcribed question, not a
+    script (its words could read as one: "idle" would never answer), so every turn is
+    answered at once with :data:`SPOKEN_ANSWER`, one short sentence a TTS can say."""
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
+        yield TextDelta(SPOKEN_ANSWER)

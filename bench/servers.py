@@ -14,6 +14,12 @@
 * ``citadel_openai``: ``citadel`` with ``CITADEL_LLM=openai`` on the OpenAI-compatible server
   at ``BENCH_LLM_URL`` (model ``scripted``): the chat-completions face over a real backend
   client (bench/chat_completions.py);
+* ``citadel_voice``: ``citadel`` with the offline speech stack for ``GET /voice/ws``, a model
+  answering every turn with one short sentence (:class:`bench.scripted.SpokenAnswerModel`),
+  the voice settings pinned (``BENCH_VOICE_SILENCE`` seconds of silence end a turn),
+  voice sockets not rate-limited, ``POST /bench/gc`` to collect garbage and trim the C heap
+  before its memory is read, and ``GET /bench/decode``: Whisper's time on the last turn
+  (bench/voice.py);
 * ``openai_scripted``: a TEST DOUBLE of an OpenAI-compatible model server, a
   ``/v1/chat/completions`` whose model plays the script of the last user message, streamed
   as OpenAI streams (role chunk, one chunk per delta, finish chunk, usage chunk, ``[DONE]``);
@@ -33,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import gc
 import itertools
 import logging
@@ -53,8 +60,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from agent_server.models.base import ChatModel
 from bench.client import raise_fd_limit
-from bench.scripted import Script, ScriptedModel, parse_script, play
+from bench.scripted import Script, ScriptedModel, SpokenAnswerModel, parse_script, play
 from protocol import events
 from protocol.events import Event
 from protocol.framing import SSE_HEADERS, SSE_MEDIA_TYPE, encode, event_id, sse_frame
@@ -66,6 +74,7 @@ KINDS = (
     "citadel_postgres",
     "citadel_clerk",
     "citadel_openai",
+    "citadel_voice",
     "openai_scripted",
     "pydantic_ai",
     "bare",
@@ -77,7 +86,9 @@ def last_user_text(data: dict) -> str:
     return next((m["content"] for m in reversed(data["messages"]) if m.get("role") == "user"), "")
 
 
-def citadel_app(store: str = "memory", scripted: bool = True, **access: object) -> Starlette:
+def citadel_app(
+    store: str = "memory", scripted: bool = True, model: ChatModel | None = None, **access: object
+) -> Starlette:
     from agent_server.app import create_app
     from agent_server.config import Settings
 
@@ -101,7 +112,7 @@ def citadel_app(store: str = "memory", scripted: bool = True, **access: object) 
         "max_streams_per_user": 1_000_000,  # 1,000 streams of one user at once
     }
     settings = Settings(**(pinned | access))
-    return create_app(settings, model=ScriptedModel() if scripted else None)
+    return create_app(settings, model=model or (ScriptedModel() if scripted else None))
 
 
 def citadel_sse_starlette_app() -> Starlette:
@@ -158,6 +169,43 @@ def citadel_openai_app() -> Starlette:
         llm_model=SCRIPTED_MODEL,
         llm_retries=0,
     )
+
+
+def citadel_voice_app() -> Starlette:
+    """Citadel's voice socket on the offline stack (Whisper tiny.en, silero VAD, espeak-ng)."""
+    from voice.speech.stack import SpeechConfig
+
+    defaults = SpeechConfig()
+    app = citadel_app(
+        model=SpokenAnswerModel(),
+        voice_silence=float(os.environ.get("BENCH_VOICE_SILENCE") or defaults.silence),
+        llm_threads=defaults.threads,  # Whisper's threads
+        stt_url=None,
+        tts_url=None,
+        rate_voice="1000000/s",
+    )
+
+    async def collect(request: Request) -> Response:
+        """A full garbage collection, and the C heap's free pages given back, so that the RSS
+        read next is live memory: under ``tune_garbage_collector``'s thresholds a closed
+        session can stay uncollected long, and glibc keeps freed pages (a decode's buffers,
+        freed in a worker thread's arena) until it trims."""
+        gc.collect()
+        with contextlib.suppress(OSError, AttributeError):  # glibc only
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return Response(status_code=204)
+
+    async def decode(request: Request) -> Response:
+        """Seconds Whisper took on the server's last recognition (one session at a time)."""
+        from voice.speech.stack import speech_stack
+
+        settings = request.app.state.services.settings
+        stt = speech_stack(SpeechConfig.from_settings(settings)).stt
+        return Response(orjson.dumps({"seconds": getattr(stt, "last_decode", None)}))
+
+    app.router.routes.insert(0, Route("/bench/gc", collect, methods=["POST"]))
+    app.router.routes.insert(0, Route("/bench/decode", decode, methods=["GET"]))
+    return app
 
 
 def openai_scripted_app() -> Starlette:
@@ -292,6 +340,7 @@ APPS = {
     "citadel_postgres": citadel_postgres_app,
     "citadel_clerk": citadel_clerk_app,
     "citadel_openai": citadel_openai_app,
+    "citadel_voice": citadel_voice_app,
     "openai_scripted": openai_scripted_app,
     "pydantic_ai": pydantic_ai_app,
     "bare": bare_app,
@@ -303,7 +352,14 @@ def serve(
 ) -> None:
     raise_fd_limit()
     config = uvicorn.Config(
-        APPS[kind](), host=HOST, port=port, log_level="warning", backlog=backlog, workers=1
+        APPS[kind](),
+        host=HOST,
+        port=port,
+        log_level="warning",
+        backlog=backlog,
+        workers=1,
+        # The voice socket as tests/support/servers.py serves it; the others as they were.
+        ws="websockets-sansio" if kind == "citadel_voice" else "auto",
     )
     server = uvicorn.Server(config)
     if gc_tuning:  # an experiment: see RESULTS.md

@@ -84,6 +84,14 @@ def test_chat_completions():
     assert "Both warm-up streams are whole OpenAI streams ending with [DONE]." in output
 
 
+def test_voice():
+    pytest.importorskip("livekit.agents", reason="the voice extra (make installs it)")
+    output = smoke("bench.voice")
+    for route in ("bare livekit-agents AgentSession", "Citadel /voice/ws"):
+        assert f"| {route} |" in output and f"| {route} | n/a" not in output
+    assert "| 2 | " in output  # two sessions at once, every figure measured
+
+
 @pytest.mark.slow
 def test_embedders():
     output = smoke("bench.embedders")

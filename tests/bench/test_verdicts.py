@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from bench import __main__ as bench_main
-from bench import agui_throughput, answer_quality, concurrency, persistence
+from bench import agui_throughput, answer_quality, concurrency, persistence, voice
 from bench.verdicts import EXIT_BROKEN, SMOKE, finish, verdict
 
 
@@ -156,7 +156,7 @@ def test_persistence_goals_fail_when_a_part_broke_and_losing_events_fails_even_a
 def test_the_summary_names_a_benchmark_that_did_not_complete():
     broken = {"persistence": ["RuntimeError: replay of r1 answered 500"]}
     load = concurrency.ConcurrencyResult([delay()], [memory()])
-    lines = bench_main.summary(throughput(pydantic_ai=[5_000.0]), load, None, broken)
+    lines = bench_main.summary(throughput(pydantic_ai=[5_000.0]), load, None, None, broken)
     row = next(line for line in lines if line.startswith("| persistence |"))
     assert row.endswith("| completes | FAIL |")
     assert "- persistence: RuntimeError: replay of r1 answered 500" in lines
@@ -223,3 +223,43 @@ def test_answer_quality_fails_on_a_failed_run_and_only_judges_what_it_asked():
     silent = answer_quality.goal_rows([scored("arithmetic", ttft=None)], smoke=True)
     ttft_row = next(row for row in silent if row[0].startswith("median time"))
     assert ttft_row[1].startswith("n/a") and ttft_row[3] == "FAIL"  # missing: even in smoke
+
+
+def spoken(
+    citadel: float, baseline: float, problem: str | None = None, smoke: bool = False
+) -> voice.VoiceResult:
+    sizes = voice.Sizes(questions=2, sessions=2, per_session=1)
+
+    def route(name: str, latency: float, turns: int) -> voice.Route:
+        metrics: dict[str, float | None] = dict.fromkeys(voice.METRICS, 0.5)
+        return voice.Route(name, [voice.Turn("q", latency, "q", metrics) for _ in range(turns)])
+
+    ours, together = route("citadel", citadel, 2), route("together", citadel, 2)
+    ours.turns[-1].problem = problem
+    return voice.VoiceResult(
+        sizes,
+        0.3,
+        voice.Route("warm-up", []),
+        ours,
+        route("baseline", baseline, 2),
+        together,
+        100,
+        110,
+        120,
+        smoke,
+    )
+
+
+def test_voice_goals_pass_or_fail_on_their_figures_and_fail_when_a_turn_broke():
+    fast_enough = spoken(citadel=0.9, baseline=0.88)
+    assert [row.rsplit("|", 2)[1].strip() for row in fast_enough.summary_rows()] == [
+        "PASS",
+        "PASS",
+    ]
+    slow = spoken(citadel=1.45, baseline=1.38)  # adds 70 ms, over 1 s
+    assert "| +70 ms |" in slow.summary_rows()[0]
+    assert [row.rsplit("|", 2)[1].strip() for row in slow.summary_rows()] == ["FAIL", "FAIL"]
+    cut = spoken(citadel=0.9, baseline=0.88, problem="2 answers to one question")
+    assert "citadel: 'q': 2 answers to one question" in cut.broken()
+    assert all(row.endswith("| FAIL |") for row in cut.summary_rows())
+    assert all(SMOKE in row for row in spoken(1.5, 1.0, smoke=True).summary_rows())
