@@ -538,7 +538,7 @@ def report(result: VoiceResult) -> str:
         f"espeak-ng, an instant model answering {SPOKEN_ANSWER!r}; measured by the client"
         + (" (smoke run)" if result.smoke else ""),
         "",
-        "| route | p50 | p95 | min | max | n |",
+        "| route | p50 | p95 (nearest rank) | min | max | n |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     names = {"baseline": "bare livekit-agents AgentSession", "citadel": "Citadel /voice/ws"}
@@ -601,6 +601,10 @@ def report(result: VoiceResult) -> str:
         f"| {_seconds(max(together) if together else None)} | {len(together)} "
         f"| {_mb(result.rss_idle)} | {_mb(result.rss_open)} | {_mb(result.rss_peak)} "
         f"| {_mb(per_session)} |",
+        "",
+        "RSS is read after a full garbage collection and a trim of the C heap; the allocator "
+        "still moves it by a few MB, so memory per session is good to a few MB. The peak "
+        "(sampled every 0.2 s) holds the buffers of decodes running at once.",
         "",
         "| goal | measured | target | |",
         "|---|---:|---:|---|",
