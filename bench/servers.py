@@ -197,11 +197,9 @@ def citadel_voice_app() -> Starlette:
 
     async def decode(request: Request) -> Response:
         """Seconds Whisper took on the server's last recognition (one session at a time)."""
-        from voice.speech.stack import speech_stack
+        from voice.speech.whisper import last_decode
 
-        settings = request.app.state.services.settings
-        stt = speech_stack(SpeechConfig.from_settings(settings)).stt
-        return Response(orjson.dumps({"seconds": getattr(stt, "last_decode", None)}))
+        return Response(orjson.dumps({"seconds": last_decode() or None}))
 
     app.router.routes.insert(0, Route("/bench/gc", collect, methods=["POST"]))
     app.router.routes.insert(0, Route("/bench/decode", decode, methods=["GET"]))

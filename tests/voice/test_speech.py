@@ -3,13 +3,14 @@ the same text gives the same samples at whatever rate, and models load once per 
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tests.support.voice import spoken, word_error_rate
 from voice.speech.espeak import EspeakTTS
 from voice.speech.pcm import duration, resample
 from voice.speech.stack import SpeechConfig, speech_stack
-from voice.speech.whisper import WhisperSTT
+from voice.speech.whisper import WhisperSTT, shorter_window
 
 SENTENCES = [
     "What is the refund policy for enterprise customers?",
@@ -45,3 +46,13 @@ def test_the_speech_stack_is_loaded_once_per_process():
     config = SpeechConfig(silence=0.3)
     assert speech_stack(config) is speech_stack(SpeechConfig(silence=0.3))
     assert speech_stack(config).stt()._model is WhisperSTT()._model  # the weights, once
+
+
+@pytest.mark.parametrize(
+    ("frames", "window"), [(300, 1_000), (1_000, 1_000), (1_234, 1_300), (4_000, 3_000)]
+)
+def test_whisper_reads_a_window_fitted_to_the_clip_between_10_and_30_seconds(frames, window):
+    features = np.ones((80, frames), dtype=np.float32)
+    fitted = shorter_window(features)
+    assert fitted.shape == (80, window)
+    assert (fitted[:, : min(frames, window)] == 1).all() and (fitted[:, frames:] == 0).all()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import subprocess
 
 from livekit.agents import tts, utils
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions
@@ -16,6 +17,7 @@ from voice.speech.pcm import resample
 
 ESPEAK_RATE = 22_050
 WAV_HEADER = 44  # espeak-ng writes a canonical RIFF header, then the samples
+SPEAK_TIMEOUT = 30.0  # seconds for one sentence
 
 
 def espeak_binary() -> str:
@@ -50,28 +52,24 @@ class EspeakTTS(tts.TTS):
         return _Sentence(tts=self, input_text=text, conn_options=conn_options)
 
     async def speak(self, text: str) -> bytes:
-        """``text`` as PCM at this TTS's rate."""
-        process = await asyncio.create_subprocess_exec(
-            self._binary,
-            "-v",
-            self._voice,
-            "-s",
-            str(self._speed),
-            "--stdout",
-            "--",  # the text is never an option
-            text,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
+        """``text`` as PCM at this TTS's rate.
+
+        espeak-ng is started from a worker thread by ``subprocess`` (vfork: no fork handlers
+        run), not by the event loop: uvloop forks, which blocks the loop for the fork of a
+        large process and runs OpenBLAS's fork handler, which deadlocks a BLAS call under way
+        in another thread (another session's Whisper feature extraction)."""
+        command = [self._binary, "-v", self._voice, "-s", str(self._speed), "--stdout"]
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [*command, "--", text],  # the text is never an option
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            timeout=SPEAK_TIMEOUT,
+            check=False,
         )
-        try:
-            wav, _ = await process.communicate()
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-        if process.returncode != 0:
-            raise RuntimeError(f"espeak-ng exited with {process.returncode}")
-        return resample(wav[WAV_HEADER:], ESPEAK_RATE, self.sample_rate)
+        if done.returncode != 0:
+            raise RuntimeError(f"espeak-ng exited with {done.returncode}")
+        return resample(done.stdout[WAV_HEADER:], ESPEAK_RATE, self.sample_rate)
 
 
 class _Sentence(tts.ChunkedStream):
