@@ -39,12 +39,23 @@ async def citadel(model: ChatModel, **settings: Any) -> AsyncIterator[str]:
     and a fresh data directory (unless the settings say otherwise); yields its base URL. The
     demo docs are not ingested unless ``demo_docs`` is given."""
     async with contextlib.AsyncExitStack() as stack:
-        if settings.get("store") != "memory" and "database_url" not in settings:
-            settings["database_url"] = await stack.enter_async_context(isolated_database_url())
-        if "data_dir" not in settings:
-            settings["data_dir"] = stack.enter_context(tempfile.TemporaryDirectory())
-        settings.setdefault("demo_docs", None)
+        settings = await isolated_settings(stack, settings)
         yield await stack.enter_async_context(serve(create_app(Settings(**settings), model=model)))
+
+
+async def isolated_settings(
+    stack: contextlib.AsyncExitStack, settings: dict[str, Any]
+) -> dict[str, Any]:
+    """``settings`` with a fresh schema of the local Postgres and a fresh data directory
+    (unless they say otherwise, each gone when ``stack`` closes), and no demo docs unless
+    ``demo_docs`` is given."""
+    settings = dict(settings)
+    if settings.get("store") != "memory" and "database_url" not in settings:
+        settings["database_url"] = await stack.enter_async_context(isolated_database_url())
+    if "data_dir" not in settings:
+        settings["data_dir"] = stack.enter_context(tempfile.TemporaryDirectory())
+    settings.setdefault("demo_docs", None)
+    return settings
 
 
 def double_model(ollama: OllamaDouble, idle: float = 10.0) -> OllamaChatModel:

@@ -150,3 +150,9 @@ async def voice_session(
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, websockets.ConnectionClosed):
                     await task
+
+
+def answered(turns: int) -> Callable[[VoiceClient], bool]:
+    """Done when ``turns`` answers have ended, their final transcripts in (the two frames
+    come in either order)."""
+    return lambda client: len(client.of("audio.end")) == len(client.answers()) == turns

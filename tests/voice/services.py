@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 from agent_server.config import Settings
 from agent_server.models.base import ChatModel
 from agent_server.services import Services, start_services
-from tests.support.database import isolated_database_url
+from tests.conftest import isolated_settings
 from voice.services_loop import ServicesLoop
 
 
@@ -24,11 +23,7 @@ async def services_on_their_loop(
     """Services on a fresh schema of the local Postgres and a fresh data directory (unless
     the settings say otherwise), without the demo docs; the model is made on their loop."""
     async with contextlib.AsyncExitStack() as stack:
-        if settings.get("store") != "memory" and "database_url" not in settings:
-            settings["database_url"] = await stack.enter_async_context(isolated_database_url())
-        if "data_dir" not in settings:
-            settings["data_dir"] = stack.enter_context(tempfile.TemporaryDirectory())
-        settings.setdefault("demo_docs", None)
+        settings = await isolated_settings(stack, settings)
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="citadel-services", daemon=True)
         thread.start()

@@ -17,7 +17,7 @@ from tests.server.test_agui_knowledge import ingest
 from tests.server.test_history import hydrate
 from tests.support.feed import admin_feed
 from tests.support.metrics import scrape
-from tests.support.voice import spoken, voice_session, word_error_rate, words
+from tests.support.voice import answered, spoken, voice_session, word_error_rate, words
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -36,12 +36,6 @@ LONG_ANSWER = (
     "five business days. Partial refunds are possible for unused seats. Ask your account "
     "manager for the form. Keep your invoice number ready when you call."
 )
-
-
-def answered(turns: int):
-    """Done when ``turns`` answers have ended, their final transcripts in (the two frames
-    come in either order)."""
-    return lambda client: len(client.of("audio.end")) == len(client.answers()) == turns
 
 
 async def test_a_spoken_question_is_answered_from_the_knowledge_base_in_speech(ollama):

@@ -19,7 +19,7 @@ from tests.conftest import citadel, double_model
 from tests.doubles.ollama import ScriptedReply, text_reply
 from tests.doubles.speech import speech_double
 from tests.server.test_history import hydrate
-from tests.support.voice import RATE, spoken, voice_session, word_error_rate, words
+from tests.support.voice import RATE, answered, spoken, voice_session, word_error_rate, words
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -28,11 +28,6 @@ ANSWER = "Enterprise customers get a full refund within thirty days."
 KEY = "sk-citadel-speech-test"
 STT_MODEL = "Systran/faster-whisper-tiny.en"  # as a speaches server names its models
 TTS_MODEL, TTS_VOICE = "kokoro", "af_heart"  # as Kokoro-FastAPI names its own
-
-
-def answered(turns: int):
-    """Done when ``turns`` answers have ended, their final transcripts in."""
-    return lambda client: len(client.of("audio.end")) == len(client.answers()) == turns
 
 
 def nowhere() -> str:
