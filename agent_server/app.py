@@ -24,6 +24,7 @@ from agent_server.api import (
     rag,
     threads,
     voice,
+    webapp,
 )
 from agent_server.api.cors import ReloadableCORS
 from agent_server.api.errors import HANDLERS
@@ -52,6 +53,7 @@ ROUTERS = (
     admin_logs.router,
     health.router,
     voice.router,
+    webapp.router,
     openapi.router,
 )
 
@@ -116,4 +118,7 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     app.mount(DOCS_ASSETS, StaticFiles(directory=assets_directory()), name="docs-assets")
+    web = webapp.built_app(settings.web_dir)
+    if web is not None:
+        app.mount("/", web, name="web-app")  # last: every API route comes first
     return app

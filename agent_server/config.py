@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_format: Literal["json", "text"] | None = None  # default: json in production, else text
     log_buffer_lines: int = Field(5000, ge=10, le=100_000)  # kept for GET /admin/logs
+    web_dir: Path | None = None  # the built web app served at /; default: web-demo/dist
 
     # Chat model
     llm: Literal["embedded", "ollama", "openai"] = "embedded"

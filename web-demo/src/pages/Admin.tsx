@@ -1,0 +1,3 @@
+export default function AdminPage(_: Record<string, unknown>) {
+  return <h1>Admin</h1>;
+}

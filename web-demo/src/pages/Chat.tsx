@@ -1,0 +1,199 @@
+/**
+ * The chat page: CopilotKit's own <CopilotChat> on the thread named in the URL, talking to
+ * the server's CopilotKit runtime surface (/api/copilotkit) with no Node tier. A reload
+ * reconnects to the thread (CopilotKit calls /connect for an explicit thread id).
+ */
+import {
+  CopilotChat,
+  CopilotKitProvider,
+  useAgent,
+  useFrontendTool,
+  useInterrupt,
+  useRenderTool,
+} from "@copilotkit/react-core/v2";
+import "@copilotkit/react-core/v2/styles.css";
+import { useCallback, useEffect, useState } from "react";
+import { Link, useLocation, useParams } from "react-router-dom";
+import { z } from "zod";
+import { latestHeaders } from "../auth/token";
+import { api, ApiError } from "../lib/api";
+import { ThreadList } from "./ThreadList";
+
+export const RUNTIME_URL = "/api/copilotkit";
+
+interface Hit {
+  source: string;
+  title: string;
+  snippet: string;
+  score: number;
+}
+
+interface ChatError {
+  code: string;
+  message: string;
+}
+
+export function ChatPage() {
+  const { threadId = "" } = useParams();
+  const fresh = Boolean((useLocation().state as { fresh?: boolean } | null)?.fresh);
+  const [known, setKnown] = useState<"yes" | "no" | "checking">(fresh ? "yes" : "checking");
+  const [error, setError] = useState<ChatError | null>(null);
+  const [listVersion, setListVersion] = useState(0);
+
+  useEffect(() => {
+    setError(null);
+    if (fresh) {
+      setKnown("yes");
+      return;
+    }
+    setKnown("checking");
+    api(`/threads/${encodeURIComponent(threadId)}`).then(
+      () => setKnown("yes"),
+      (failure: unknown) =>
+        setKnown(failure instanceof ApiError && failure.status === 404 ? "no" : "yes"),
+    );
+  }, [threadId, fresh]);
+
+  const onError = useCallback(
+    (event: { error: Error; code: string; context: Record<string, unknown> }) =>
+      setError({ code: String(event.context?.runtimeErrorCode ?? event.code), message: event.error.message }),
+    [],
+  );
+
+  return (
+    <div className="chat-layout">
+      <ThreadList current={threadId} version={listVersion} />
+      <section className="chat-main" data-testid="chat-page">
+        {error && (
+          <div className="error-banner" role="alert" data-testid="chat-error">
+            <strong>{error.code}</strong> {error.message}
+            <button onClick={() => setError(null)}>Dismiss</button>
+          </div>
+        )}
+        {known === "checking" && <p>Loading…</p>}
+        {known === "no" && (
+          <div className="not-found" data-testid="thread-not-found">
+            <h2>Thread not found</h2>
+            <p>
+              No thread <code>{threadId}</code> of yours exists. <Link to="/chat">Start a new chat</Link>
+            </p>
+          </div>
+        )}
+        {known === "yes" && (
+          <CopilotKitProvider
+            key={threadId}
+            runtimeUrl={RUNTIME_URL}
+            headers={latestHeaders}
+            showDevConsole={false}
+            onError={onError}
+          >
+            <ChatTools />
+            <RunWatcher onIdle={() => setListVersion((version) => version + 1)} />
+            <CopilotChat threadId={threadId} className="chat" />
+          </CopilotKitProvider>
+        )}
+      </section>
+    </div>
+  );
+}
+
+/** Tells the page when a run ends (the thread list shows the new title). */
+function RunWatcher({ onIdle }: { onIdle: () => void }) {
+  const { agent } = useAgent();
+  const running = agent.isRunning;
+  useEffect(() => {
+    if (!running) onIdle();
+  }, [running, onIdle]);
+  return null;
+}
+
+/** Knowledge-base hits as sources, the approval of additions, and a tool that runs here. */
+function ChatTools() {
+  useRenderTool(
+    {
+      name: "search_knowledge_base",
+      parameters: z.object({ query: z.string() }),
+      render: ({ parameters, result, status }) => (
+        <Sources query={parameters?.query} result={result} done={status === "complete"} />
+      ),
+    },
+    [],
+  );
+
+  useFrontendTool(
+    {
+      name: "show_notice",
+      description:
+        "Show a short notice to the user in a banner in their browser. Use it when the user asks to be shown, reminded or alerted of something.",
+      parameters: z.object({ text: z.string().describe("The notice, one sentence") }),
+      handler: async ({ text }) => {
+        const shown = document.getElementById("notice");
+        if (shown) {
+          shown.textContent = text;
+          shown.hidden = false;
+        }
+        return `The notice "${text}" is shown to the user.`;
+      },
+    },
+    [],
+  );
+
+  useInterrupt({
+    enabled: (event) => {
+      const value = (event as { value?: { metadata?: { toolName?: string } } }).value;
+      return value?.metadata?.toolName === "add_to_knowledge_base";
+    },
+    render: ({ interrupt, resolve, cancel }) => {
+      const metadata = (interrupt?.metadata ?? {}) as { arguments?: { text?: string; title?: string } };
+      return (
+        <div className="approval" data-testid="approval">
+          <p>{interrupt?.message ?? "Allow this?"}</p>
+          <blockquote>{metadata.arguments?.title ?? metadata.arguments?.text}</blockquote>
+          <button data-testid="approve" onClick={() => resolve({ approved: true })}>
+            Approve
+          </button>
+          <button data-testid="decline" onClick={() => cancel()}>
+            Decline
+          </button>
+        </div>
+      );
+    },
+  });
+  return (
+    <div id="notice" className="notice" data-testid="notice" role="status" hidden />
+  );
+}
+
+function Sources({ query, result, done }: { query?: string; result?: unknown; done: boolean }) {
+  const hits = parseHits(result);
+  return (
+    <div className="sources" data-testid="sources">
+      <div className="sources-title">
+        {done ? "Searched the knowledge base" : "Searching the knowledge base"}
+        {query ? <> for “{query}”</> : null}
+      </div>
+      {hits.length > 0 && (
+        <ol>
+          {hits.map((hit, index) => (
+            <li key={`${hit.source}-${index}`} data-testid="source">
+              <span className="citation">[{index + 1}]</span> <strong>{hit.title || hit.source}</strong>{" "}
+              <code>{hit.source}</code>
+              <p>{hit.snippet}</p>
+            </li>
+          ))}
+        </ol>
+      )}
+      {done && hits.length === 0 && <p>No passages found.</p>}
+    </div>
+  );
+}
+
+function parseHits(result: unknown): Hit[] {
+  try {
+    const parsed = typeof result === "string" ? JSON.parse(result) : result;
+    const hits = (parsed as { hits?: Hit[] } | undefined)?.hits;
+    return Array.isArray(hits) ? hits : [];
+  } catch {
+    return [];
+  }
+}

@@ -1,0 +1,63 @@
+/** The user's threads (GET /threads): open, rename, delete. */
+import { useEffect, useState } from "react";
+import { Link, useNavigate } from "react-router-dom";
+import { api } from "../lib/api";
+
+interface ThreadItem {
+  id: string;
+  title: string;
+  messageCount: number;
+  updatedAt: string;
+}
+
+export function ThreadList({ current, version }: { current: string; version: number }) {
+  const [threads, setThreads] = useState<ThreadItem[]>([]);
+  const [failure, setFailure] = useState<string | null>(null);
+  const [reloads, setReloads] = useState(0);
+  const navigate = useNavigate();
+
+  useEffect(() => {
+    api<{ threads: ThreadItem[] }>("/threads?limit=50").then(
+      (page) => {
+        setThreads(page.threads);
+        setFailure(null);
+      },
+      (error: Error) => setFailure(error.message),
+    );
+  }, [current, version, reloads]);
+
+  async function rename(thread: ThreadItem) {
+    const title = window.prompt("Rename the thread", thread.title);
+    if (title === null) return;
+    await api(`/threads/${thread.id}`, { method: "PATCH", body: JSON.stringify({ title }) });
+    setReloads((count) => count + 1);
+  }
+
+  async function remove(thread: ThreadItem) {
+    await api(`/threads/${thread.id}`, { method: "DELETE" });
+    if (thread.id === current) navigate("/chat");
+    setReloads((count) => count + 1);
+  }
+
+  return (
+    <aside className="threads" data-testid="threads">
+      <Link className="new-chat" to="/chat">
+        + New chat
+      </Link>
+      {failure && <p role="alert">{failure}</p>}
+      <ul>
+        {threads.map((thread) => (
+          <li key={thread.id} className={thread.id === current ? "current" : undefined} data-testid="thread">
+            <Link to={`/chat/${thread.id}`}>{thread.title || "Untitled"}</Link>
+            <button title="Rename" aria-label={`Rename ${thread.title}`} onClick={() => void rename(thread)}>
+              ✎
+            </button>
+            <button title="Delete" aria-label={`Delete ${thread.title}`} onClick={() => void remove(thread)}>
+              🗑
+            </button>
+          </li>
+        ))}
+      </ul>
+    </aside>
+  );
+}

@@ -1,0 +1,3 @@
+export default function VoicePage(_: Record<string, unknown>) {
+  return <h1>Voice</h1>;
+}
