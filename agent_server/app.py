@@ -18,6 +18,7 @@ from agent_server.api import (
     admin_logs,
     agui,
     chat_completions,
+    copilotkit,
     health,
     openai_compat,
     openapi,
@@ -36,13 +37,14 @@ from agent_server.models import create_chat_model
 from agent_server.models.base import ChatModel
 from agent_server.observability.log_buffer import capture_logs
 from agent_server.reload.control import Reloads
-from agent_server.services import build_tools, start_services
+from agent_server.services import check_agents, start_services
 
 logger = logging.getLogger("citadel")
 
 # Every face: a router of its own, registered here once.
 ROUTERS = (
     agui.router,
+    copilotkit.router,
     threads.router,
     rag.router,
     openai_compat.router,
@@ -76,7 +78,7 @@ def create_app(
     problems = settings.problems()
     if problems:
         raise ConfigError(*problems)
-    build_tools(settings)  # a configuration error stops us here, before the lifespan
+    check_agents(settings)  # a configuration error stops us here, before the lifespan
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -120,5 +122,6 @@ def create_app(
     app.mount(DOCS_ASSETS, StaticFiles(directory=assets_directory()), name="docs-assets")
     web = webapp.built_app(settings.web_dir)
     if web is not None:
-        app.mount("/", web, name="web-app")  # last: every API route comes first
+        # What no route matches: API paths keep their 405s, unknown ones their JSON 404.
+        app.router.default = web
     return app

@@ -12,17 +12,28 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from agent_server.agent_ids import AGENT_ID_PATTERN, DEFAULT_AGENT
 
 
 class ConfigError(RuntimeError):
@@ -36,6 +47,22 @@ class ConfigError(RuntimeError):
 def _clerk(default: Any, name: str, **constraints: Any) -> Any:
     """A setting read from ``name`` (no CITADEL_ prefix), as Clerk's own libraries name it."""
     return Field(default, validation_alias=AliasChoices(name, name.lower()), **constraints)
+
+
+class AgentProfile(BaseModel):
+    """An agent a client names by id (CopilotKit's ``agentId``, ``/agui/agents/{id}``): the
+    same runtime with its own instructions, backend tools, knowledge base and model. What a
+    profile leaves unset comes from the settings (``CITADEL_SYSTEM_PROMPT``, every tool,
+    ``CITADEL_KNOWLEDGE_BASE``, ``CITADEL_LLM_MODEL``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: str = Field("", max_length=500)
+    instructions: str | None = None  # the system prompt
+    tools: list[str] | None = None  # the backend tools offered, by name
+    knowledge_base: str | None = Field(None, min_length=1, max_length=64)
+    knowledge: bool = True  # false: no knowledge-base tools at all
+    model: str | None = Field(None, min_length=1)  # a model of the same CITADEL_LLM server
 
 
 class Settings(BaseSettings):
@@ -104,6 +131,8 @@ class Settings(BaseSettings):
 
     # Agent
     system_prompt: str | None = None
+    # Agents by id, besides "default" (which a profile of that id may adjust); see AgentProfile
+    agents: dict[str, AgentProfile] = {}
     # Model <-> tool rounds per run; default 8, and 1 for the embedded model, which loops.
     max_tool_rounds: int | None = Field(None, ge=1, le=64)
     # Backend tools that need a person's approval to run (comma-separated names)
@@ -255,6 +284,7 @@ class Settings(BaseSettings):
                 found.append(f"CITADEL_{rate.upper()}: {error}")
         if self.auth == "clerk":
             found.extend(self._clerk_problems())
+        found.extend(self._agent_problems())
         if self.env == "production":
             if self.auth == "off":
                 found.append("production refuses CITADEL_AUTH=off")
@@ -263,6 +293,22 @@ class Settings(BaseSettings):
             if self.auth == "clerk" and not self.clerk_authorized_parties:
                 found.append(
                     "production needs CLERK_AUTHORIZED_PARTIES: the exact origins of your app"
+                )
+        return found
+
+    def agent_profiles(self) -> dict[str, AgentProfile]:
+        """Every agent by id, ``default`` first (it always exists)."""
+        return {DEFAULT_AGENT: self.agents.get(DEFAULT_AGENT, AgentProfile()), **self.agents}
+
+    def _agent_problems(self) -> list[str]:
+        found = []
+        for agent_id, profile in self.agents.items():
+            if not re.match(AGENT_ID_PATTERN, agent_id):
+                found.append(f"agents: {agent_id!r} is not an agent id (letters, digits, _.-)")
+            if profile.model is not None and self.llm == "embedded":
+                found.append(
+                    f"agents.{agent_id}.model needs CITADEL_LLM=ollama or openai "
+                    "(the embedded backend runs one model file)"
                 )
         return found
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 
 from agent_server import __version__
+from agent_server.agent_ids import DEFAULT_AGENT
 from agent_server.auth.access import Access, Rates, cookie_origins, open_access
 from agent_server.backends.resilience import CircuitBreaker, CircuitState
 from agent_server.config import ConfigError, Settings
@@ -77,7 +78,7 @@ class Services:
 
     @property
     def agent(self) -> Agent:
-        """The agent new runs start with (a run keeps the one it started with)."""
+        """The default agent new runs start with (a run keeps the one it started with)."""
         return self.runs.manager.agent
 
     @property
@@ -101,21 +102,26 @@ class Services:
             backends["reranker"] = self.reranker
         return backends
 
-    def build_agent(self, settings: Settings, model: ChatModel) -> Agent:
-        """An agent for ``settings`` on this app's store and knowledge base, its tool calls
-        counted in the same metrics as the current one's."""
-        agent = build_agent(settings, model, self.store, self.knowledge)
-        agent.tool_calls = self.agent.tool_calls
-        return agent
+    def build_agents(self, settings: Settings, model: ChatModel) -> dict[str, Agent]:
+        """The agents of ``settings`` on this app's store and knowledge base, their tool
+        calls counted in the same metrics as the current ones'."""
+        agents = build_agents(settings, model, self.store, self.knowledge)
+        for agent in agents.values():
+            agent.tool_calls = self.agent.tool_calls
+        return agents
 
     def reconfigure(
-        self, settings: Settings, agent: Agent, reranker: Reranker | None, embedder: Embedder
+        self,
+        settings: Settings,
+        agents: dict[str, Agent],
+        reranker: Reranker | None,
+        embedder: Embedder,
     ) -> None:
         """Put reloaded settings in force with what was built for them. Nothing here awaits,
         so every request and run begins entirely under the old configuration or the new one;
         the clients it replaces are the caller's to close (runs keep their agent)."""
         self.settings = settings
-        self.runs.manager.agent = agent
+        self.runs.manager.agents = agents
         self.reranker = reranker
         if self.knowledge is not None:
             self.knowledge.reranker = reranker
@@ -172,42 +178,85 @@ class Services:
 
 
 def build_tools(
-    settings: Settings, knowledge: KnowledgeBase | None = None, policy: str = "auto"
+    settings: Settings,
+    knowledge: KnowledgeBase | None = None,
+    policy: str = "auto",
+    agent_id: str = DEFAULT_AGENT,
 ) -> ToolRegistry:
-    """The backend tools: the built-in ones, and the knowledge base's when it is on (under
-    the "always" policy the runtime searches itself and the model is offered neither). Without
-    ``knowledge`` it only checks the configuration (approvals of known tool names)."""
+    """The backend tools of agent ``agent_id``: the built-in ones, and its knowledge base's
+    when it has one (under the "always" policy the runtime searches itself and the model is
+    offered neither), narrowed to the profile's ``tools``. Without ``knowledge`` it only checks
+    the configuration (approvals and profiles name known tools)."""
+    profile = settings.agent_profiles()[agent_id]
     tools = [*BUILTIN_TOOLS]
-    if knowledge is not None:
-        tools += knowledge_tools(knowledge, settings.knowledge_base, with_add=policy != "always")
+    if knowledge is not None and profile.knowledge:
+        base = profile.knowledge_base or settings.knowledge_base
+        tools += knowledge_tools(knowledge, base, with_add=policy != "always")
     names = {tool.name for tool in BUILTIN_TOOLS} | set(KNOWLEDGE_TOOL_NAMES)
     unknown = sorted(set(settings.approval_tools) - names)
     if unknown:
         raise ConfigError(
             f"CITADEL_APPROVAL_TOOLS: approval configured for unknown tools: {', '.join(unknown)}"
         )
+    if profile.tools is not None:
+        unknown = sorted(set(profile.tools) - names)
+        if unknown:
+            raise ConfigError(f"agents.{agent_id}.tools: unknown tools: {', '.join(unknown)}")
+        tools = [tool for tool in tools if tool.name in profile.tools]
     present = {tool.name for tool in tools}
     return ToolRegistry(tools).requiring_approval(set(settings.approval_tools) & present)
 
 
-def build_agent(
+def check_agents(settings: Settings) -> None:
+    """Raise :class:`ConfigError` if an agent's profile names what does not exist."""
+    for agent_id in settings.agent_profiles():
+        build_tools(settings, agent_id=agent_id)
+
+
+def build_agents(
     settings: Settings, model: ChatModel, store: ThreadStore, knowledge: KnowledgeBase | None
+) -> dict[str, Agent]:
+    """Every configured agent by id on ``model`` (``default`` first), telling one list of
+    their tool calls."""
+    agents = {
+        agent_id: build_agent(settings, model, store, knowledge, agent_id)
+        for agent_id in settings.agent_profiles()
+    }
+    told = agents[DEFAULT_AGENT].tool_calls
+    for agent in agents.values():
+        agent.tool_calls = told
+    return agents
+
+
+def build_agent(
+    settings: Settings,
+    model: ChatModel,
+    store: ThreadStore,
+    knowledge: KnowledgeBase | None,
+    agent_id: str = DEFAULT_AGENT,
 ) -> Agent:
-    """The agent of ``settings`` on ``model``, with the backend tools of :func:`build_tools`
-    (under the "always" retrieval policy the runtime searches itself before answering)."""
+    """Agent ``agent_id`` of ``settings`` on ``model``, with the backend tools of
+    :func:`build_tools` (under the "always" retrieval policy the runtime searches itself
+    before answering)."""
+    profile = settings.agent_profiles()[agent_id]
     policy = retrieval_policy(settings, model)
-    prompt = settings.system_prompt or DEFAULT_SYSTEM_PROMPT
+    tools = build_tools(settings, knowledge, policy, agent_id)
+    prompt = profile.instructions or settings.system_prompt or DEFAULT_SYSTEM_PROMPT
+    searches = SEARCH_TOOL in tools
     return Agent(
         model,
-        build_tools(settings, knowledge, policy),
+        tools,
         store,
         AgentSettings(
             # Under "always" the model has no search tool to be told about.
-            system_prompt=f"{prompt}\n\n{CITATION_PROMPT}" if policy == "auto" else prompt,
+            system_prompt=f"{prompt}\n\n{CITATION_PROMPT}"
+            if policy == "auto" and searches
+            else prompt,
             max_tool_rounds=settings.max_tool_rounds or default_tool_rounds(model),
             max_tokens=settings.llm_max_tokens,
             temperature=settings.llm_temperature,
-            retrieve_first=SEARCH_TOOL if policy == "always" else None,
+            model=profile.model,
+            retrieve_first=SEARCH_TOOL if policy == "always" and searches else None,
             guided=guided_policy(settings, model),
         ),
         similarity=knowledge.similarity if knowledge is not None else None,
@@ -258,7 +307,7 @@ async def start_services(settings: Settings, model: ChatModel) -> Services:
             jobs = IngestJobs(knowledge, documents, announce=_announcer(bus))
             resources.push_async_callback(jobs.aclose)
             await _seed_demo_docs(settings, knowledge, jobs)
-        agent = build_agent(settings, model, store, knowledge)
+        agents = build_agents(settings, model, store, knowledge)
     except BaseException:
         try:
             await resources.aclose()
@@ -266,7 +315,7 @@ async def start_services(settings: Settings, model: ChatModel) -> Services:
             await _close_clients(model, reranker)
         raise
     runs = RunManager(
-        agent,
+        agents,
         store,
         writer,
         RunLimits(
@@ -344,7 +393,7 @@ def _metrics(
             pool_use,
             gauge=True,
         )
-    runs.agent.tool_calls.append(metrics.tool_called)
+    runs.agent.tool_calls.append(metrics.tool_called)  # one list, shared by every agent
     if knowledge is not None:
         knowledge.searches.append(metrics.searched)
     metrics.gauge(

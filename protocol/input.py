@@ -21,10 +21,10 @@ from protocol.errors import Refusal
 from protocol.text import PROBLEM, unstorable
 
 # Ids travel in SSE ``id:`` lines and log keys: printable ASCII without spaces.
-_ID_PATTERN = r"^[\x21-\x7e]{1,256}$"
+ID_PATTERN = r"^[\x21-\x7e]{1,256}$"
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
-Id = Annotated[str, Field(pattern=_ID_PATTERN)]
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
 
 
 class StrictModel(BaseModel):
@@ -289,7 +289,7 @@ def _problem_message(problem: Any) -> str:
     if kind == "union_tag_invalid":
         field_name = ctx["discriminator"].strip("'")
         return f"unknown {field_name} {ctx['tag']!r} (expected {ctx['expected_tags']})"
-    if kind == "string_pattern_mismatch" and ctx.get("pattern") == _ID_PATTERN:
+    if kind == "string_pattern_mismatch" and ctx.get("pattern") == ID_PATTERN:
         return "ids are 1-256 printable ASCII characters without spaces"
     return str(problem["msg"]).removeprefix("Value error, ")
 

@@ -14,12 +14,13 @@ import contextlib
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends, Header, Path
 from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from agent_server.agent_ids import DEFAULT_AGENT
 from agent_server.api.deps import ServicesDep, read_json
 from agent_server.api.errors import refusals, status_of
 from agent_server.api.guard import CALLER, RUNS
@@ -33,6 +34,7 @@ from agent_server.api.streams import (
 )
 from agent_server.auth.principals import Principal
 from agent_server.runs.service import RunStream
+from agent_server.services import Services
 from protocol.errors import Refusal
 from protocol.framing import parse_event_id
 from protocol.input import Id, RunAgentInput, parse_run_input
@@ -70,37 +72,66 @@ class Stopped(RestModel):
     status: str = "cancelled"
 
 
+RUN_REFUSALS = (
+    "invalid_json",
+    "unsupported_media_type",
+    "invalid_input",
+    "too_many_messages",
+    "unknown_interrupt",
+    "thread_not_found",
+    "thread_busy",
+    "interrupts_pending",
+    "run_exists",
+    "tampered_history",
+    "too_many_streams",
+    "storage_unavailable",
+)
+
+
 @router.post(
     "/agui",
     summary="Run the agent",
     response_class=EventStreamResponse,
-    responses=SSE_RESPONSE
-    | refusals(
-        "invalid_json",
-        "unsupported_media_type",
-        "invalid_input",
-        "too_many_messages",
-        "unknown_interrupt",
-        "thread_not_found",
-        "thread_busy",
-        "interrupts_pending",
-        "run_exists",
-        "tampered_history",
-        "too_many_streams",
-        "storage_unavailable",
-    ),
+    responses=SSE_RESPONSE | refusals(*RUN_REFUSALS),
     openapi_extra=json_body(RunAgentInput),
 )
 async def run_sse(
     request: Request, services: ServicesDep, principal: Annotated[Principal, Depends(RUNS)]
 ) -> Response:
-    """Start a run of `RunAgentInput` and stream its AG-UI events (`text/event-stream`).
-    A request without `protocolVersion` is served the 0.0.59 dialect CopilotKit 1.7x
-    speaks; `"protocolVersion": "1.0"` gets AG-UI 1.0."""
-    input = parse_run_input(await read_json(request), services.input_limits)
+    """Start a run of `RunAgentInput` by the `default` agent and stream its AG-UI events
+    (`text/event-stream`). A request without `protocolVersion` is served the 0.0.59 dialect
+    CopilotKit 1.7x speaks; `"protocolVersion": "1.0"` gets AG-UI 1.0."""
+    return await start_sse(services, principal, await read_json(request))
+
+
+@router.post(
+    "/agui/agents/{agent_id}",
+    summary="Run a configured agent",
+    response_class=EventStreamResponse,
+    responses=SSE_RESPONSE | refusals(*RUN_REFUSALS, "agent_not_found"),
+    openapi_extra=json_body(RunAgentInput),
+)
+async def run_agent_sse(
+    agent_id: Annotated[str, Path(max_length=64)],
+    request: Request,
+    services: ServicesDep,
+    principal: Annotated[Principal, Depends(RUNS)],
+) -> Response:
+    """As `POST /agui`, by agent `agent_id` of the configuration's `agents` (its own
+    instructions, tools, knowledge base and model); `default` is `POST /agui`'s."""
+    services.runs.manager.find_agent(agent_id)
+    return await start_sse(services, principal, await read_json(request), agent_id)
+
+
+async def start_sse(
+    services: Services, principal: Principal, body: Any, agent_id: str = DEFAULT_AGENT
+) -> Response:
+    """Start a run of ``body`` (a decoded RunAgentInput) and answer with its SSE stream;
+    every refusal comes before anything starts."""
+    input = parse_run_input(body, services.input_limits)
     slot = StreamSlot(services, principal.user_id)  # refused before anything starts
     try:
-        stream = await services.runs.start(principal.user_id, input)
+        stream = await services.runs.start(principal.user_id, input, agent_id)
     except BaseException:
         slot.release()
         raise

@@ -58,6 +58,7 @@ STATUS: dict[str, int] = {
     "document_not_found": 404,
     "knowledge_base_off": 404,
     "model_not_found": 404,
+    "agent_not_found": 404,
     "thread_busy": 409,
     "interrupts_pending": 409,
     "run_exists": 409,
@@ -148,7 +149,9 @@ async def refusal_handler(connection: HTTPConnection, error: Exception) -> Respo
     if isinstance(connection, WebSocket):
         await connection.close(code=4000 + status_of(error.code), reason=error.code)
         return None
-    return error_response(error.code, error.message, **error.details)
+    retry_after = error.details.get("retry_after")
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return error_response(error.code, error.message, headers, **error.details)
 
 
 async def validation_handler(connection: HTTPConnection, error: Exception) -> Response | None:

@@ -48,6 +48,7 @@ from agent_server.auth.authenticator import Unauthorized
 from agent_server.auth.limits import RateClass
 from agent_server.auth.principals import LOCAL_USER, Principal
 from agent_server.scopes import AGENTS, allows
+from protocol.errors import Refusal
 
 logger = logging.getLogger("citadel.auth")
 
@@ -99,6 +100,20 @@ ADMIN = Policy(admin=True)
 KNOWLEDGE = Policy(scope=None)  # the route checks the knowledge base's own scope
 INGEST = Policy(scope=None, rate=RateClass.INGEST, upload=True)
 VOICE = Policy(rate=RateClass.VOICE)
+TRANSCRIBE = Policy(rate=RateClass.VOICE, upload=True)  # recorded audio, with a length
+
+
+async def charge(connection: HTTPConnection, principal: Principal, kind: RateClass) -> None:
+    """Charge ``kind``'s bucket too, for a request whose class only its body tells (the
+    CopilotKit single endpoint's runs); ``rate_limited`` when it is empty."""
+    services = connection.app.state.services
+    access = services.access
+    if access.authenticator is None:
+        return  # as in the Gate: without authentication, no limits
+    retry = await access.limiter.take(f"{kind}:{principal.user_id}", access.rates.of(kind))
+    if retry > 0:
+        services.metrics.rate_limited.labels(kind.value).inc()
+        raise Refusal("rate_limited", f"too many {kind}; slow down", retry_after=math.ceil(retry))
 
 
 def declared_policies(routers: Iterable[APIRouter]) -> list[tuple[BaseRoute, Policy | Public]]:

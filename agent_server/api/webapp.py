@@ -9,11 +9,12 @@ are cached for a year; ``index.html`` is revalidated on every load.
 from __future__ import annotations
 
 from pathlib import Path
+
 from fastapi import APIRouter, Depends
 from starlette.exceptions import HTTPException
 from starlette.responses import FileResponse, Response
 from starlette.staticfiles import StaticFiles
-from starlette.types import Scope
+from starlette.types import Receive, Scope, Send
 
 from agent_server import __version__
 from agent_server.api.deps import ServicesDep
@@ -54,6 +55,11 @@ class WebApp(StaticFiles):
     def __init__(self, directory: Path) -> None:
         super().__init__(directory=directory, check_dir=True)
         self.index = directory / "index.html"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD"):
+            raise HTTPException(404)  # no API route has this path: not a page's business
+        await super().__call__(scope, receive, send)
 
     async def get_response(self, path: str, scope: Scope) -> Response:
         try:

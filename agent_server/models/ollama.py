@@ -159,7 +159,7 @@ class OllamaChatModel:
 
     def _body(self, request: ChatRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "model": self.model,
+            "model": request.model or self.model,
             "messages": _wire_messages(request.messages),
             "stream": True,
             "keep_alive": self.keep_alive,

@@ -121,7 +121,7 @@ class OpenAIChatModel:
 
     def _body(self, request: ChatRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "model": self.model,
+            "model": request.model or self.model,
             "messages": [_wire_message(m) for m in request.messages],
             "stream": True,
             "stream_options": {"include_usage": True},

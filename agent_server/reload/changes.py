@@ -91,6 +91,7 @@ LIVE = (
             "retrieval",
             "guided",
             "system_prompt",
+            "agents",
             "max_tool_rounds",
             "llm_temperature",
         }

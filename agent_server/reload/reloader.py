@@ -40,7 +40,7 @@ from agent_server.reload.changes import (
     compare,
     variables,
 )
-from agent_server.services import Services, build_tools, create_reranker
+from agent_server.services import Services, check_agents, create_reranker
 
 logger = logging.getLogger("citadel.config")
 
@@ -126,7 +126,7 @@ class Reloader:
         if settings.embedder != "embedded" and changes.rebuilds(EMBEDDING_SERVER):
             new_embedder = create_embedder(settings)
         services.reconfigure(
-            settings, services.build_agent(settings, new_model), new_reranker, new_embedder
+            settings, services.build_agents(settings, new_model), new_reranker, new_embedder
         )
         if new_model is not model:
             self._retire(self._retire_model(model))
@@ -159,7 +159,7 @@ def _problems(new: Settings, in_force: Settings) -> list[str]:
     """What makes ``new`` unusable at the next start, or ``in_force`` unusable now."""
     found = dict.fromkeys([*new.problems(), *in_force.problems()])
     try:
-        build_tools(in_force)
+        check_agents(in_force)
     except ConfigError as error:
         found.update(dict.fromkeys(error.problems))
     return list(found)

@@ -22,7 +22,7 @@ run on another worker goes through the claims; a client following a mirror keeps
 from being abandoned. With Redis down, runs go on locally: their events reach the bus when it
 is back, and the one-run-per-thread rule holds per worker meanwhile.
 
-A configuration reload may give the manager another :attr:`RunManager.agent` (another model,
+A configuration reload may give the manager other :attr:`RunManager.agents` (another model,
 other tools): runs started before keep the agent they started with to their end, and
 :meth:`RunManager.drained` tells when the replaced model has no run left.
 """
@@ -34,11 +34,12 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from agent_server.agent_ids import DEFAULT_AGENT
 from agent_server.models.base import ChatModel
 from agent_server.observability.logs import bind_run
 from agent_server.observability.metrics import RunTiming
@@ -129,7 +130,7 @@ class ActiveRun:
 class RunManager:
     def __init__(
         self,
-        agent: Agent,
+        agents: Mapping[str, Agent],
         store: ThreadStore,
         writer: LogPump,
         limits: RunLimits = RunLimits(),
@@ -137,7 +138,7 @@ class RunManager:
         bus: EventBus | None = None,
         claims: RunClaims | None = None,
     ) -> None:
-        self.agent = agent
+        self.agents = agents  # by id; "default" always among them
         self.store = store
         self.writer = writer
         self.limits = limits
@@ -159,6 +160,18 @@ class RunManager:
         self._running: dict[asyncio.Future[None], Agent] = {}
 
     @property
+    def agent(self) -> Agent:
+        """The default agent."""
+        return self.agents[DEFAULT_AGENT]
+
+    def find_agent(self, agent_id: str) -> Agent:
+        """Agent ``agent_id``, or ``agent_not_found``."""
+        agent = self.agents.get(agent_id)
+        if agent is None:
+            raise Refusal("agent_not_found", f"no agent {agent_id!r}")
+        return agent
+
+    @property
     def worker(self) -> str:
         return self.bus.worker
 
@@ -169,13 +182,15 @@ class RunManager:
 
     # Starting and stopping -------------------------------------------------------------------
 
-    async def start(self, input: RunAgentInput, owner: str) -> ActiveRun:
-        """Start a run, or raise :class:`Refusal` / :class:`StorageUnavailable` having
-        changed nothing."""
+    async def start(
+        self, input: RunAgentInput, owner: str, agent_id: str = DEFAULT_AGENT
+    ) -> ActiveRun:
+        """Start a run of agent ``agent_id``, or raise :class:`Refusal` /
+        :class:`StorageUnavailable` having changed nothing."""
+        agent = self.find_agent(agent_id)  # the run's, to its end, whatever a reload does
         if input.thread_id in self._active:
             raise _busy(input.thread_id)
         self._active[input.thread_id] = None  # reserve before the first await
-        agent = self.agent  # the run's, to its end, whatever a reload does meanwhile
         driven = asyncio.get_running_loop().create_future()
         self._running[driven] = agent
         driven.add_done_callback(self._running.pop)

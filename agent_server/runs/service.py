@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from agent_server.agent_ids import DEFAULT_AGENT
 from agent_server.runs.eventlog import Batch, EventLog
 from agent_server.runs.manager import ActiveRun, RunManager, following
 from agent_server.runtime.loop import approval_outcome
@@ -78,9 +79,12 @@ class RunService:
 
     # Starting and stopping -------------------------------------------------------------------
 
-    async def start(self, owner: str, input: RunAgentInput) -> RunStream:
-        """Start a run of ``input`` for ``owner`` and follow it from its first event."""
-        run = await self.manager.start(input, owner)
+    async def start(
+        self, owner: str, input: RunAgentInput, agent_id: str = DEFAULT_AGENT
+    ) -> RunStream:
+        """Start a run of ``input`` by agent ``agent_id`` for ``owner`` and follow it from
+        its first event."""
+        run = await self.manager.start(input, owner, agent_id)
         version = wire_version(input.protocol_version)
         live = self._follow(run.log, run.start_seq, version, run)
         return RunStream(run.thread_id, run.run_id, version, [], live)

@@ -88,6 +88,7 @@ class AgentSettings:
     max_tool_rounds: int = 8
     max_tokens: int | None = None
     temperature: float | None = None
+    model: str | None = None  # a model name of the backend's server; None: the backend's own
     # The tool the runtime calls itself, with the user's words, before the model answers a
     # new question (the "always" retrieval policy); None: the model decides ("auto").
     retrieve_first: str | None = None
@@ -461,7 +462,11 @@ class Agent:
         return replace(request, max_tokens=self._guided_budget())
 
     def _passage_request(self, question: str, result: str) -> ChatRequest:
-        return replace(passage_request(question, result), max_tokens=self._guided_budget())
+        return replace(
+            passage_request(question, result),
+            max_tokens=self._guided_budget(),
+            model=self.settings.model,
+        )
 
     def _guided_budget(self) -> int:
         configured = self.settings.max_tokens
@@ -537,6 +542,7 @@ class Agent:
             tool_choice=choice if tools else "none",
             max_tokens=self.settings.max_tokens,
             temperature=self.settings.temperature,
+            model=self.settings.model,
         )
 
     async def _execute(

@@ -40,7 +40,8 @@ from tests.support.metrics import gauge_is
 from tests.support.servers import serve
 from tests.support.waiting import eventually
 
-PUBLIC = {"/health", "/ready", "/metrics", "/openapi.json", "/docs"}
+# Operations, the API's documents, and what the web app must know before signing in.
+PUBLIC = {"/health", "/ready", "/metrics", "/openapi.json", "/docs", "/app/config"}
 
 
 def run_body(thread_id: str | None = None, text: str = "hi") -> dict[str, Any]:
@@ -98,7 +99,7 @@ def test_the_route_table_is_what_this_test_walks():
     assert ("GET", "/admin/audit") in routes and ("POST", "/rag/ingest") in routes
 
 
-async def test_no_route_but_health_and_readiness_answers_without_credentials(ollama):
+async def test_no_route_but_the_public_ones_answers_without_credentials(ollama):
     # Three refusals per route exceed the default 60/min of failed attempts per address.
     refusals = f"{4 * len(every_route())}/min"
     async with (

@@ -54,6 +54,12 @@ async def replay(client: str, *recordings: Path) -> dict[str, Any]:
     return await _node(*args)
 
 
+async def copilot_runtime(url: str, thread_id: str, text: str) -> dict[str, Any]:
+    """One run through CopilotKit's own Node runtime (``CopilotRuntime`` + ``HttpAgent`` at
+    ``url``/agui); the report of tests/node/copilot_runtime.mjs."""
+    return await _node("copilot_runtime.mjs", url, thread_id, text)
+
+
 async def docs_page(url: str) -> dict[str, Any]:
     """Open ``url`` in Debian's Chromium with everything off 127.0.0.1 refused; the report
     of tests/node/docs_page.mjs."""
