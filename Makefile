@@ -15,6 +15,10 @@ LLAMA_STAMP := $(WHEEL_CACHE)/.llama-cpp-python-$(LLAMA_VERSION)-portable
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check \
 	--find-links $(WHEEL_CACHE) -c requirements.lock
 NODE_HARNESS := tests/node
+# The web app (web-demo/), built into web-demo/dist and served by `citadel serve` at /.
+WEB := web-demo
+WEB_BUILT := $(WEB)/dist/index.html
+WEB_SOURCES := $(shell find $(WEB)/src -type f) $(WEB)/index.html $(WEB)/vite.config.ts
 # Headless Chromium for browser tests: Debian's (156.x, driven by playwright-core 1.64.x with
 # executablePath); Playwright never downloads a browser of its own.
 CHROMIUM := /usr/bin/chromium
@@ -33,11 +37,11 @@ EXPORT_PACKAGES := torch==2.13.0 onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.3
 
 .PHONY: run test bench setup lint format clean
 
-run: $(VENV)/.installed
+run: $(VENV)/.installed $(WEB_BUILT)
 	$(BIN)/citadel serve
 
 # The bench extra too: tests/bench runs every benchmark in its smoke mode, peers included.
-test: $(VENV)/.installed-bench $(NODE_HARNESS)/node_modules/.installed $(CHROMIUM)
+test: $(VENV)/.installed-bench $(NODE_HARNESS)/node_modules/.installed $(CHROMIUM) $(WEB_BUILT)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
@@ -45,7 +49,7 @@ test: $(VENV)/.installed-bench $(NODE_HARNESS)/node_modules/.installed $(CHROMIU
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench
 
-setup: $(VENV)/.installed $(NODE_HARNESS)/node_modules/.installed $(CHROMIUM)
+setup: $(VENV)/.installed $(NODE_HARNESS)/node_modules/.installed $(CHROMIUM) $(WEB_BUILT)
 
 lint:
 	$(BIN)/ruff check .
@@ -92,6 +96,13 @@ $(NODE_HARNESS)/node_modules/.installed: $(NODE_HARNESS)/package-lock.json
 		--loglevel=error
 	touch $@
 
+$(WEB)/node_modules/.installed: $(WEB)/package-lock.json
+	cd $(WEB) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(WEB_BUILT): $(WEB)/node_modules/.installed $(WEB_SOURCES)
+	cd $(WEB) && npx vite build --logLevel warn
+
 $(CHROMIUM):
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
@@ -101,4 +112,5 @@ $(ESPEAK):
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng
 
 clean:
-	rm -rf $(VENV) $(NODE_HARNESS)/node_modules .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(NODE_HARNESS)/node_modules $(WEB)/node_modules $(WEB)/dist .pytest_cache \
+		.ruff_cache

@@ -42,6 +42,9 @@ async def page(
     saved when the test ends, however it ends."""
     context = await browser.new_context(base_url=web.url, viewport={"width": 1280, "height": 800})
     page = await context.new_page()
+    # The page's console, printed (so shown when a test fails).
+    page.on("console", lambda message: print(f"console.{message.type}: {message.text}"))
+    page.on("pageerror", lambda error: print(f"page error: {error}"))
     try:
         yield page
     finally:

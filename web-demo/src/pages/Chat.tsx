@@ -5,14 +5,16 @@
  */
 import {
   CopilotChat,
+  CopilotKitCoreRuntimeConnectionStatus,
   CopilotKitProvider,
   useAgent,
+  useCopilotKit,
   useFrontendTool,
   useInterrupt,
   useRenderTool,
 } from "@copilotkit/react-core/v2";
 import "@copilotkit/react-core/v2/styles.css";
-import { useCallback, useEffect, useState } from "react";
+import { useCallback, useEffect, useRef, useState, type ReactNode } from "react";
 import { Link, useLocation, useParams } from "react-router-dom";
 import { z } from "zod";
 import { latestHeaders } from "../auth/token";
@@ -54,6 +56,7 @@ export function ChatPage() {
     );
   }, [threadId, fresh]);
 
+  const runEnded = useCallback(() => setListVersion((version) => version + 1), []);
   const onError = useCallback(
     (event: { error: Error; code: string; context: Record<string, unknown> }) =>
       setError({ code: String(event.context?.runtimeErrorCode ?? event.code), message: event.error.message }),
@@ -88,8 +91,10 @@ export function ChatPage() {
             onError={onError}
           >
             <ChatTools />
-            <RunWatcher onIdle={() => setListVersion((version) => version + 1)} />
-            <CopilotChat threadId={threadId} className="chat" />
+            <WhenConnected>
+              <RunWatcher onEnded={runEnded} />
+              <CopilotChat threadId={threadId} className="chat" />
+            </WhenConnected>
           </CopilotKitProvider>
         )}
       </section>
@@ -97,13 +102,38 @@ export function ChatPage() {
   );
 }
 
-/** Tells the page when a run ends (the thread list shows the new title). */
-function RunWatcher({ onIdle }: { onIdle: () => void }) {
+/** Mounts the chat once the runtime has answered /info: the agent it registers replaces the
+ * provisional one, and a chat mounted before would lose a run started meanwhile. */
+function WhenConnected({ children }: { children: ReactNode }) {
+  const { copilotkit } = useCopilotKit();
+  const [status, setStatus] = useState(copilotkit.runtimeConnectionStatus);
+  useEffect(() => {
+    setStatus(copilotkit.runtimeConnectionStatus);
+    const subscription = copilotkit.subscribe({
+      onRuntimeConnectionStatusChanged: ({ status: next }) => setStatus(next),
+    });
+    return () => subscription.unsubscribe();
+  }, [copilotkit]);
+  if (status === CopilotKitCoreRuntimeConnectionStatus.Connected) return <>{children}</>;
+  if (status === CopilotKitCoreRuntimeConnectionStatus.Error) {
+    return (
+      <p role="alert" data-testid="runtime-error">
+        The agent runtime cannot be reached.
+      </p>
+    );
+  }
+  return <p>Connecting…</p>;
+}
+
+/** Tells the page when a run has ended (the thread list then shows the new title). */
+function RunWatcher({ onEnded }: { onEnded: () => void }) {
   const { agent } = useAgent();
   const running = agent.isRunning;
+  const wasRunning = useRef(false);
   useEffect(() => {
-    if (!running) onIdle();
-  }, [running, onIdle]);
+    if (wasRunning.current && !running) onEnded();
+    wasRunning.current = running;
+  }, [running, onEnded]);
   return null;
 }
 
