@@ -11,7 +11,7 @@ export function Feed({ feed, onOpenRun }: { feed: FeedView; onOpenRun: (run: Run
   return (
     <>
       <div className="feed-bar">
-        <span className={`feed-state feed-${feed.connection}`} data-testid="feed-status" data-state={feed.connection}>
+        <span className={`feed-state feed-${feed.connection}`} data-testid="feed-status" data-state={feed.connection} data-query={feed.query}>
           {feed.connection === "live" ? `live (${feed.detail})` : feed.connection}
           {feed.connection !== "live" && feed.detail && `: ${feed.detail}`}
         </span>

@@ -15,7 +15,7 @@ export function summarizeEvent(event: AguiEvent): string {
     case "TEXT_MESSAGE_CONTENT":
     case "TOOL_CALL_ARGS":
     case "REASONING_MESSAGE_CONTENT":
-      return clip(event.delta);
+      return clip(JSON.stringify(event.delta ?? ""));
     case "TEXT_MESSAGE_CHUNK":
     case "TOOL_CALL_CHUNK":
       return clip(event.delta ?? event.toolCallName ?? "");
@@ -34,8 +34,11 @@ export function summarizeEvent(event: AguiEvent): string {
       return `${Array.isArray(event.messages) ? event.messages.length : 0} message(s)`;
     case "CUSTOM":
       return `${event.name ?? ""} ${clip(event.value)}`;
-    case "RUN_FINISHED":
-      return event.outcome ? String(event.outcome) : "";
+    case "RUN_FINISHED": {
+      const outcome = event.outcome as { type?: string; interrupts?: unknown[] } | undefined;
+      if (!outcome?.type) return "";
+      return outcome.interrupts ? `${outcome.type} (${outcome.interrupts.length})` : outcome.type;
+    }
     default:
       return "";
   }

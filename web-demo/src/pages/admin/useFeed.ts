@@ -14,6 +14,7 @@ interface State {
   resync: ResyncItem | null;
   connection: FeedState;
   detail: string | null;
+  query: string; // of the connection the state is about
 }
 
 type Action =
@@ -21,7 +22,7 @@ type Action =
   | { type: "pause" }
   | { type: "resume" }
   | { type: "clear" }
-  | { type: "restart" }
+  | { type: "restart"; query: string }
   | { type: "dismissResync" }
   | { type: "connection"; state: FeedState; detail: string | null };
 
@@ -33,6 +34,7 @@ const initial: State = {
   resync: null,
   connection: "connecting",
   detail: null,
+  query: "",
 };
 
 function reduce(state: State, action: Action): State {
@@ -58,7 +60,7 @@ function reduce(state: State, action: Action): State {
     case "clear":
       return { ...state, entries: [], held: [], heldCount: 0, resync: null };
     case "restart":
-      return { ...initial, paused: state.paused };
+      return { ...initial, paused: state.paused, query: action.query };
     case "dismissResync":
       return { ...state, resync: null };
     case "connection":
@@ -75,7 +77,7 @@ export function useFeed(query: string, onItem?: (item: FeedItem) => void) {
 
   useEffect(() => {
     const controller = new AbortController();
-    dispatch({ type: "restart" });
+    dispatch({ type: "restart", query });
     void readFeed(new URLSearchParams(query), controller.signal, {
       onState: (connection, detail) => dispatch({ type: "connection", state: connection, detail }),
       onItem: (item) => {
