@@ -1,0 +1,92 @@
+/** One run's stored events in order (GET /admin/runs/{id}?thread=…), with its outcome. */
+import { useEffect, useState } from "react";
+import { api } from "../../lib/api";
+import { duration } from "./Runs";
+import { summarizeEvent } from "./summary";
+import { describe, type RunRef, type RunWithEvents } from "./types";
+
+const POLL_RUNNING_MS = 2000;
+
+export function RunTimeline({ run, version }: { run: RunRef; version: number }) {
+  const [detail, setDetail] = useState<RunWithEvents | null>(null);
+  const [failure, setFailure] = useState<string | null>(null);
+  const [reloads, setReloads] = useState(0);
+
+  useEffect(() => {
+    setDetail(null);
+  }, [run.threadId, run.runId]);
+
+  useEffect(() => {
+    let current = true;
+    const path = `/admin/runs/${encodeURIComponent(run.runId)}?thread=${encodeURIComponent(run.threadId)}`;
+    api<RunWithEvents>(path).then(
+      (answer) => {
+        if (!current) return;
+        setDetail(answer);
+        setFailure(null);
+      },
+      (error: unknown) => current && setFailure(describe(error)),
+    );
+    return () => {
+      current = false;
+    };
+  }, [run.threadId, run.runId, version, reloads]);
+
+  const running = detail?.status === "running";
+  useEffect(() => {
+    if (!running) return;
+    const timer = window.setTimeout(() => setReloads((count) => count + 1), POLL_RUNNING_MS);
+    return () => window.clearTimeout(timer);
+  }, [running, detail]);
+
+  async function more() {
+    if (!detail?.nextAfterSeq) return;
+    const path = `/admin/runs/${encodeURIComponent(run.runId)}?thread=${encodeURIComponent(run.threadId)}&afterSeq=${detail.nextAfterSeq}`;
+    try {
+      const page = await api<RunWithEvents>(path);
+      setDetail({ ...page, events: [...detail.events, ...page.events] });
+    } catch (error) {
+      setFailure(describe(error));
+    }
+  }
+
+  return (
+    <div className="timeline" data-testid="run-timeline" data-run-id={run.runId}>
+      <div className="timeline-head">
+        <code title={`thread ${run.threadId}`}>{run.runId}</code>
+        {detail && (
+          <>
+            <span className={`status status-${detail.status}`} data-testid="timeline-status">
+              {detail.status}
+            </span>
+            <span>{duration(detail.durationMs)}</span>
+            <span>worker {detail.workerId ?? "?"}</span>
+          </>
+        )}
+      </div>
+      {failure && (
+        <p className="alert" role="alert" data-testid="timeline-error">
+          {failure}
+        </p>
+      )}
+      {detail?.errorCode && (
+        <p className="alert" data-testid="timeline-run-error">
+          <strong>{detail.errorCode}</strong> {detail.errorMessage}
+        </p>
+      )}
+      {!detail && !failure && <p>Loading…</p>}
+      {detail && (
+        <ol className="events">
+          {detail.events.map(({ seq, event }) => (
+            <li key={seq} data-testid="timeline-event" data-type={event.type} className={event.type === "RUN_ERROR" ? "entry-error" : undefined}>
+              <span className="seq">#{seq}</span>
+              <span className="type">{event.type}</span>
+              <span className="summary">{summarizeEvent(event)}</span>
+            </li>
+          ))}
+        </ol>
+      )}
+      {detail?.nextAfterSeq && <button onClick={() => void more()}>More events</button>}
+    </div>
+  );
+}

@@ -1,0 +1,152 @@
+/** Every user's runs (GET /admin/runs), newest first: status, errors, duration, tokens.
+ * Reloaded when the feed says a run started or ended, and while any shown run is running. */
+import { useEffect, useState } from "react";
+import { api } from "../../lib/api";
+import { describe, shortId, type Run, type RunRef } from "./types";
+
+const STATUSES = ["", "running", "succeeded", "failed", "interrupted", "cancelled"];
+const POLL_RUNNING_MS = 2000;
+
+export function Runs({
+  version,
+  selected,
+  onSelect,
+}: {
+  version: number;
+  selected: RunRef | null;
+  onSelect: (run: RunRef) => void;
+}) {
+  const [status, setStatus] = useState("");
+  const [runs, setRuns] = useState<Run[] | null>(null);
+  const [next, setNext] = useState<string | null>(null);
+  const [failure, setFailure] = useState<string | null>(null);
+  const [reloads, setReloads] = useState(0);
+
+  useEffect(() => {
+    let current = true;
+    api<{ runs: Run[]; nextBefore?: string }>(`/admin/runs?${query(status)}`).then(
+      (page) => {
+        if (!current) return;
+        setRuns(page.runs);
+        setNext(page.nextBefore ?? null);
+        setFailure(null);
+      },
+      (error: unknown) => current && setFailure(describe(error)),
+    );
+    return () => {
+      current = false;
+    };
+  }, [status, version, reloads]);
+
+  const running = runs?.some((run) => run.status === "running") ?? false;
+  useEffect(() => {
+    if (!running) return;
+    const timer = window.setTimeout(() => setReloads((count) => count + 1), POLL_RUNNING_MS);
+    return () => window.clearTimeout(timer);
+  }, [running, runs]);
+
+  async function more() {
+    if (!next) return;
+    try {
+      const page = await api<{ runs: Run[]; nextBefore?: string }>(`/admin/runs?${query(status, next)}`);
+      setRuns((known) => [...(known ?? []), ...page.runs]);
+      setNext(page.nextBefore ?? null);
+    } catch (error) {
+      setFailure(describe(error));
+    }
+  }
+
+  return (
+    <>
+      <div className="panel-tools">
+        <label>
+          status
+          <select aria-label="Run status" data-testid="runs-status-filter" value={status} onChange={(event) => setStatus(event.target.value)}>
+            {STATUSES.map((name) => (
+              <option key={name} value={name}>
+                {name || "all"}
+              </option>
+            ))}
+          </select>
+        </label>
+        <button onClick={() => setReloads((count) => count + 1)}>Refresh</button>
+      </div>
+      {failure && (
+        <p className="alert" role="alert" data-testid="runs-error">
+          {failure}
+        </p>
+      )}
+      {runs?.length === 0 && <p data-testid="runs-empty">No runs.</p>}
+      {runs && runs.length > 0 && (
+        <table className="runs" data-testid="runs">
+          <thead>
+            <tr>
+              <th>Started</th>
+              <th>Status</th>
+              <th>Run</th>
+              <th>User</th>
+              <th>Duration</th>
+              <th>Tokens in/out</th>
+              <th>Error</th>
+            </tr>
+          </thead>
+          <tbody>
+            {runs.map((run) => {
+              const isSelected = selected?.runId === run.runId && selected.threadId === run.threadId;
+              return (
+                <tr
+                  key={`${run.threadId}/${run.runId}`}
+                  className={isSelected ? "selected" : undefined}
+                  data-testid="run-row"
+                  data-run-id={run.runId}
+                  data-thread-id={run.threadId}
+                  data-status={run.status}
+                  tabIndex={0}
+                  aria-selected={isSelected}
+                  onClick={() => onSelect({ threadId: run.threadId, runId: run.runId })}
+                  onKeyDown={(event) => event.key === "Enter" && onSelect({ threadId: run.threadId, runId: run.runId })}
+                >
+                  <td>{new Date(run.startedAt).toLocaleTimeString([], { hour12: false })}</td>
+                  <td>
+                    <span className={`status status-${run.status}`} data-testid="run-status">
+                      {run.status}
+                    </span>
+                  </td>
+                  <td title={`run ${run.runId} on thread ${run.threadId}`}>{shortId(run.runId)}</td>
+                  <td>{run.userId}</td>
+                  <td data-testid="run-duration">{duration(run.durationMs)}</td>
+                  <td data-testid="run-tokens">{tokens(run)}</td>
+                  <td className="error-cell" data-testid="run-error">
+                    {run.errorCode && (
+                      <span title={run.errorMessage ?? ""}>
+                        <strong>{run.errorCode}</strong> {run.errorMessage}
+                      </span>
+                    )}
+                  </td>
+                </tr>
+              );
+            })}
+          </tbody>
+        </table>
+      )}
+      {next && <button onClick={() => void more()}>Older runs</button>}
+    </>
+  );
+}
+
+function query(status: string, before?: string): URLSearchParams {
+  const params = new URLSearchParams({ limit: "50" });
+  if (status) params.set("status", status);
+  if (before) params.set("before", before);
+  return params;
+}
+
+export function duration(ms: number | null): string {
+  if (ms === null) return "";
+  return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(2)} s`;
+}
+
+function tokens(run: Run): string {
+  if (run.inputTokens === null && run.outputTokens === null) return "";
+  return `${run.inputTokens ?? "–"} / ${run.outputTokens ?? "–"}`;
+}
