@@ -19,8 +19,9 @@ export async function openMicrophone(
   onFrame: (pcm: ArrayBuffer) => void,
 ): Promise<Microphone> {
   const stream = await navigator.mediaDevices.getUserMedia({
-    // Echo cancellation keeps the agent's own voice, played back, from interrupting it.
-    audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+    // Echo cancellation keeps the agent's own voice, played back, from interrupting it. No
+    // gain control: Whisper needs no level, and a boosted voice clips (words were misheard).
+    audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: false },
   });
   try {
     await context.audioWorklet.addModule(WORKLET_URL);

@@ -29,13 +29,13 @@ type ServerFrame =
   | { type: "agui"; event: unknown };
 
 export class SocketVoice {
-  private microphone: Microphone | null = null;
   private started = false;
   private refused = false; // an error frame came that the server closes the socket after
 
   private constructor(
     private readonly socket: WebSocket,
     private readonly context: AudioContext,
+    private readonly microphone: Microphone,
     private readonly player: PcmPlayer,
     private readonly dispatch: (action: VoiceAction) => void,
   ) {}
@@ -44,19 +44,24 @@ export class SocketVoice {
    * AudioContext is made there, so the browser lets it play. */
   static async open(threadId: string, dispatch: (action: VoiceAction) => void): Promise<SocketVoice> {
     const context = new AudioContext();
+    let microphone: Microphone | null = null;
     try {
       await context.resume();
-      const player = new PcmPlayer(context, () => dispatch({ type: "played" }));
+      // The microphone first: a refusal opens no session. Its frames wait for the socket.
+      let forward = (_: ArrayBuffer) => {};
+      microphone = await openMicrophone(context, (pcm) => forward(pcm));
       const socket = new WebSocket(await socketUrl("/voice/ws"));
       socket.binaryType = "arraybuffer";
-      const voice = new SocketVoice(socket, context, player, dispatch);
-      voice.microphone = await openMicrophone(context, (pcm) => voice.send(pcm));
+      const player = new PcmPlayer(context, () => dispatch({ type: "played" }));
+      const voice = new SocketVoice(socket, context, microphone, player, dispatch);
+      forward = (pcm) => voice.send(pcm);
       socket.onopen = () =>
         socket.send(JSON.stringify({ type: "session.start", threadId, sampleRate: SAMPLE_RATE }));
       socket.onmessage = (event: MessageEvent<string | ArrayBuffer>) => voice.receive(event.data);
       socket.onclose = (event) => voice.closed(event.code, event.reason);
       return voice;
     } catch (failure) {
+      microphone?.close();
       void context.close();
       throw failure;
     }
@@ -69,7 +74,7 @@ export class SocketVoice {
 
   /** Ends the session; the server closes the socket. */
   end(): void {
-    this.microphone?.close();
+    this.microphone.close();
     if (this.socket.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify({ type: "session.end" }));
     else this.socket.close();
   }
@@ -117,7 +122,7 @@ export class SocketVoice {
 
   private closed(code: number, reason: string): void {
     this.started = false;
-    this.microphone?.close();
+    this.microphone.close();
     this.player.stop();
     void this.context.close();
     // 1000 is session.end answered; a refusal was shown with its error frame.
