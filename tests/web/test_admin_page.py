@@ -1,23 +1,22 @@
 """The admin monitor in real Chromium against a real server (Postgres, the in-process bus)
-whose model is the Ollama TEST DOUBLE. Runs are made by a second client, POSTing to /agui
-as an AG-UI client does, while the page watches."""
+whose model is the Ollama TEST DOUBLE. While the page watches, runs are made by another
+user: in a second browser on the chat page, or POSTing to /agui as an AG-UI client does."""
 
 from __future__ import annotations
 
 import re
 import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
-from playwright.async_api import Locator, Page, expect
+from playwright.async_api import Browser, Locator, Page, expect
 
 from tests.doubles.ollama import ScriptedReply, text_reply
 from tests.support.agui import stream
+from tests.support.browser import screenshot
 from tests.support.waiting import PATIENCE
 from tests.web.conftest import WebServer
-
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "admin-monitor.png"
+from tests.web.test_chat_page import TIMEOUT, assistant, idle, open_new_chat, send
 
 
 def run_input(thread_id: str, run_id: str, text: str) -> dict[str, Any]:
@@ -70,8 +69,32 @@ async def types_shown(entries: Locator) -> list[str]:
     return await entries.evaluate_all("nodes => nodes.map(node => node.dataset.type)")
 
 
-async def test_a_run_appears_live_in_the_feed_then_in_the_runs_list_with_its_status_and_timeline(
-    page: Page, web: WebServer
+async def chat_run(browser: Browser, web: WebServer, answer: str) -> tuple[str, str]:
+    """A run made by a user in another browser, on the chat page: (thread id, run id)."""
+    web.ollama.enqueue(ScriptedReply(text_reply(answer)))
+    context = await browser.new_context(base_url=web.url)
+    try:
+        chat = await context.new_page()
+        thread_id = await open_new_chat(chat)
+        await send(chat, "When does the tide turn?")
+        await expect(assistant(chat).last).to_contain_text(answer, timeout=TIMEOUT)
+        await idle(chat)
+    finally:
+        await context.close()
+    async with httpx.AsyncClient(base_url=web.url, timeout=PATIENCE) as client:
+        runs = (await client.get("/admin/runs", params={"thread": thread_id})).json()["runs"]
+    [run] = runs
+    return thread_id, run["runId"]
+
+
+async def stored_types(web: WebServer, thread_id: str, run_id: str) -> list[str]:
+    async with httpx.AsyncClient(base_url=web.url, timeout=PATIENCE) as client:
+        answer = await client.get(f"/admin/runs/{run_id}", params={"thread": thread_id})
+    return [item["event"]["type"] for item in answer.json()["events"]]
+
+
+async def test_a_run_from_another_browser_appears_live_in_the_feed_the_runs_and_a_timeline(
+    page: Page, web: WebServer, browser: Browser
 ):
     await open_live_feed(page)
     await expect(page.get_by_test_id("health-status")).to_have_text("ok")
@@ -79,8 +102,8 @@ async def test_a_run_appears_live_in_the_feed_then_in_the_runs_list_with_its_sta
         "data-status", "ok"
     )
 
-    thread_id, run_id, events = await make_run(web, "The tide turns at noon.")
-    sent = [event["type"] for event in events]
+    thread_id, run_id = await chat_run(browser, web, "The tide turns at noon.")
+    sent = await stored_types(web, thread_id, run_id)
 
     # Live: every event of the run, in order (the feed shows the newest first).
     await expect(feed_entries(page, run_id, "RUN_FINISHED")).to_have_count(1)
@@ -102,7 +125,7 @@ async def test_a_run_appears_live_in_the_feed_then_in_the_runs_list_with_its_sta
     assert await types_shown(timeline.get_by_test_id("timeline-event")) == sent
     await expect(row).to_have_attribute("aria-selected", "true")
 
-    await page.screenshot(path=SCREENSHOT)
+    await screenshot(page, "admin-monitor")
 
 
 async def test_pause_holds_new_entries_with_their_count_and_resume_shows_them(

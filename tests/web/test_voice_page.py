@@ -16,6 +16,7 @@ from tests.doubles.ollama import ScriptedReply, text_reply
 from tests.support.browser import chromium, screenshot
 from tests.support.voice import RATE, spoken, word_error_rate, words
 from tests.web.conftest import WebServer
+from tests.web.test_chat_page import TIMEOUT, assistant, open_chat
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -71,6 +72,13 @@ async def test_a_question_spoken_into_the_microphone_is_answered_aloud_in_the_th
                 "link", name="Open this thread in chat"
             ).get_attribute("href")
             await expect(page.get_by_role("alert")).to_have_count(0)
+            # The voice turn is the chat's too: the chat page of the thread shows it.
+            await screenshot(page, f"{request.node.name}-voice")
+            await open_chat(page, chat_link)
+            await expect(page.get_by_test_id("copilot-user-message").first).to_contain_text(
+                "refund", timeout=TIMEOUT
+            )
+            await expect(assistant(page).last).to_contain_text(ANSWER, timeout=TIMEOUT)
         finally:
             await screenshot(page, request.node.name)
             await context.close()
