@@ -176,3 +176,30 @@ async def test_stop_ends_the_run_and_the_page_stops_showing_it_running(page: Pag
     async with httpx.AsyncClient(base_url=web.url) as client:
         runs = (await client.get("/admin/runs", params={"thread": thread_id})).json()["runs"]
     assert [run["status"] for run in runs] == ["cancelled"]
+
+
+async def test_the_thread_list_renames_and_deletes_threads(page: Page, web: WebServer):
+    web.ollama.enqueue(ScriptedReply(text_reply("Noted.")))
+    thread_id = await open_new_chat(page)
+    await send(page, "Plant tulips in October.")
+    await expect(assistant(page).last).to_contain_text("Noted.", timeout=TIMEOUT)
+    await idle(page)
+    listed = page.get_by_test_id("thread").filter(has_text="Plant tulips in October.")
+
+    page.once("dialog", lambda dialog: dialog.accept("Tulips"))
+    await listed.get_by_role("button", name="Rename").click()
+    await expect(page.get_by_test_id("thread").filter(has_text="Tulips")).to_be_visible()
+    assert (await stored_thread(web, thread_id))["title"] == "Tulips"
+
+    await (
+        page.get_by_test_id("thread")
+        .filter(has_text="Tulips")
+        .get_by_role("button", name="Delete")
+        .click()
+    )
+    # The deleted thread's page gives way to a new chat.
+    await expect(page).not_to_have_url(re.compile(thread_id), timeout=TIMEOUT)
+    await expect(page).to_have_url(re.compile(r"/chat/thread_[0-9a-f]+$"))
+    await expect(page.get_by_test_id("thread").filter(has_text="Tulips")).to_have_count(0)
+    async with httpx.AsyncClient(base_url=web.url) as client:
+        assert (await client.get(f"/threads/{thread_id}")).status_code == 404

@@ -70,9 +70,9 @@ function Shell({ config }: { config: AppConfig }) {
         <Suspense fallback={<p>Loading…</p>}>
           <Routes>
             <Route path="/" element={<Navigate to="/chat" replace />} />
-            <Route path="/chat" element={<Navigate to={`/chat/${newThreadId()}`} state={{ fresh: true }} replace />} />
+            <Route path="/chat" element={<NewThread page="chat" />} />
             <Route path="/chat/:threadId" element={<ChatPage />} />
-            <Route path="/voice" element={<Navigate to={`/voice/${newThreadId()}`} replace />} />
+            <Route path="/voice" element={<NewThread page="voice" />} />
             <Route path="/voice/:threadId" element={<VoicePage config={config} />} />
             <Route path="/knowledge" element={<KnowledgePage />} />
             <Route path="/admin" element={<AdminPage />} />
@@ -82,4 +82,9 @@ function Shell({ config }: { config: AppConfig }) {
       </main>
     </div>
   );
+}
+
+/** A new thread's page: its id is made when this mounts (each "New chat" gets its own). */
+function NewThread({ page }: { page: "chat" | "voice" }) {
+  return <Navigate to={`/${page}/${newThreadId()}`} state={{ fresh: true }} replace />;
 }

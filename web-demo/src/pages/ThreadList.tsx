@@ -50,10 +50,10 @@ export function ThreadList({ current, version }: { current: string; version: num
           <li key={thread.id} className={thread.id === current ? "current" : undefined} data-testid="thread">
             <Link to={`/chat/${thread.id}`}>{thread.title || "Untitled"}</Link>
             <button title="Rename" aria-label={`Rename ${thread.title}`} onClick={() => void rename(thread)}>
-              ✎
+              rename
             </button>
             <button title="Delete" aria-label={`Delete ${thread.title}`} onClick={() => void remove(thread)}>
-              🗑
+              delete
             </button>
           </li>
         ))}
