@@ -203,3 +203,12 @@ async def test_the_thread_list_renames_and_deletes_threads(page: Page, web: WebS
     await expect(page.get_by_test_id("thread").filter(has_text="Tulips")).to_have_count(0)
     async with httpx.AsyncClient(base_url=web.url) as client:
         assert (await client.get(f"/threads/{thread_id}")).status_code == 404
+
+
+async def test_a_failed_run_is_shown_to_the_user(page: Page, web: WebServer):
+    web.ollama.enqueue(ScriptedReply(status=503))
+    await open_new_chat(page)
+    await send(page, "Are you there?")
+    banner = page.get_by_test_id("chat-error")
+    await expect(banner).to_contain_text("model_unavailable", timeout=TIMEOUT)
+    await idle(page)
