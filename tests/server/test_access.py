@@ -333,18 +333,26 @@ async def test_a_stream_ends_at_its_time_limit_and_resumes_with_a_fresh_token(ol
 # CORS ------------------------------------------------------------------------------------------
 
 
-async def test_cors_allows_exact_origins_without_credentials_mode(ollama):
+@pytest.mark.parametrize(
+    ("path", "method"),
+    [
+        ("/agui", "POST"),
+        ("/api/copilotkit/agent/default/run", "POST"),
+        ("/api/copilotkit/info", "GET"),
+    ],
+)
+async def test_cors_allows_exact_origins_without_credentials_mode(ollama, path, method):
     async with (
         server(ollama, cors_origins=[APP]) as (url, _),
         httpx.AsyncClient(base_url=url) as client,
     ):
         preflight = {
-            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Method": method,
             "Access-Control-Request-Headers": "authorization",
         }
-        allowed = await client.options("/agui", headers={"Origin": APP, **preflight})
+        allowed = await client.options(path, headers={"Origin": APP, **preflight})
         foreign = await client.options(
-            "/agui", headers={"Origin": "https://evil.example", **preflight}
+            path, headers={"Origin": "https://evil.example", **preflight}
         )
         refused = await client.get("/threads", headers={"Origin": APP})
     assert allowed.status_code == 200
