@@ -155,6 +155,23 @@ async def test_an_approval_tool_added_interrupts_the_next_run(ollama, config):
     assert after[-1]["outcome"]["interrupts"][0]["toolCallId"]
 
 
+async def test_an_agent_added_to_the_file_is_listed_and_runs_after_the_reload(ollama, config):
+    ollama.enqueue(ScriptedReply(text_reply("Tick.")))
+    async with (
+        reloadable(double_model(ollama)) as (url, _),
+        httpx.AsyncClient(base_url=url) as client,
+    ):
+        assert list((await client.get("/api/copilotkit/info")).json()["agents"]) == ["default"]
+        clock = {"description": "Tells the time", "tools": ["get_current_time"]}
+        write_config(config, agents={"clock": clock})
+        assert (await client.post(RELOAD)).json()["applied"] == ["CITADEL_AGENTS"]
+        info = (await client.get("/api/copilotkit/info")).json()
+        status, _ = await stream(client, "/agui/agents/clock", run_input(new_id("t"), new_id("r")))
+    assert list(info["agents"]) == ["default", "clock"]
+    assert status == 200
+    assert [t["function"]["name"] for t in ollama.requests[0]["tools"]] == ["get_current_time"]
+
+
 async def test_the_log_level_changes_on_reload(ollama, config):
     loggers = [logging.getLogger(), logging.getLogger("uvicorn.error")]
     levels = [logger.level for logger in loggers]
