@@ -109,6 +109,8 @@ async def test_a_knowledge_base_search_renders_its_sources(page: Page, web: WebS
     )
     await expect(sources.first).to_contain_text("[1]")
     await expect(assistant(page).last).to_contain_text("late winter [1]", timeout=TIMEOUT)
+    # The same sources, from the thread's shared state.
+    await expect(page.get_by_test_id("state-sources")).to_contain_text("handbook/garden.md")
 
 
 async def test_a_frontend_tool_runs_in_the_page_and_the_follow_up_run_answers(

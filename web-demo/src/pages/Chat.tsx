@@ -93,6 +93,7 @@ export function ChatPage() {
             <ChatTools />
             <WhenConnected>
               <RunWatcher onEnded={runEnded} />
+              <StateSources />
               <CopilotChat threadId={threadId} className="chat" />
             </WhenConnected>
           </CopilotKitProvider>
@@ -135,6 +136,26 @@ function RunWatcher({ onEnded }: { onEnded: () => void }) {
     wasRunning.current = running;
   }, [running, onEnded]);
   return null;
+}
+
+/** The thread's shared state keeps the last search's sources (the server sets `sources`):
+ * listed above the chat, so they stay in view as the conversation scrolls. */
+function StateSources() {
+  const { agent } = useAgent();
+  const sources = (agent.state as { sources?: { source: string; title: string }[] } | undefined)
+    ?.sources;
+  if (!Array.isArray(sources) || sources.length === 0) return null;
+  return (
+    <div className="state-sources" data-testid="state-sources">
+      Sources:{" "}
+      {sources.map((item, index) => (
+        <span key={`${item.source}-${index}`} className="state-source">
+          <span className="citation">[{index + 1}]</span> {item.title || item.source}{" "}
+          <code>{item.source}</code>
+        </span>
+      ))}
+    </div>
+  );
 }
 
 /** Knowledge-base hits as sources, the approval of additions, and a tool that runs here. */
