@@ -79,6 +79,7 @@ def create_app(
     if problems:
         raise ConfigError(*problems)
     check_agents(settings)  # a configuration error stops us here, before the lifespan
+    web = webapp.built_app(settings.web_dir)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -90,6 +91,10 @@ def create_app(
             reloads = app.state.reloads = Reloads(services, load)
             if settings.auth == "off":
                 logger.warning("authentication is OFF: every request acts as the local user")
+            if web is None:
+                logger.info("the web app is not built (`make run` builds web-demo/)")
+            else:
+                logger.info("web app: http://%s:%s/", settings.host, settings.port)
             try:
                 reloads.start(sighup=sighup)
                 yield
@@ -120,7 +125,6 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     app.mount(DOCS_ASSETS, StaticFiles(directory=assets_directory()), name="docs-assets")
-    web = webapp.built_app(settings.web_dir)
     if web is not None:
         # What no route matches: API paths keep their 405s, unknown ones their JSON 404.
         app.router.default = web
