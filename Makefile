@@ -46,7 +46,8 @@ test: $(VENV)/.installed-bench $(NODE_HARNESS)/node_modules/.installed $(CHROMIU
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
 
-bench: $(VENV)/.installed-bench
+# The web benchmark drives the built app in Chromium and builds a bare page with its vite.
+bench: $(VENV)/.installed-bench $(CHROMIUM) $(WEB_BUILT)
 	$(BIN)/python -m bench
 
 setup: $(VENV)/.installed $(NODE_HARNESS)/node_modules/.installed $(CHROMIUM) $(WEB_BUILT)

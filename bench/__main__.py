@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Callable
 from typing import TypeVar
 
-from bench import agui_throughput, chat_completions, concurrency, persistence, voice
+from bench import agui_throughput, chat_completions, concurrency, persistence, voice, web
 from bench.quiet import cpu_seconds, other_load
 from bench.verdicts import EXIT_BROKEN, broken_lines
 
@@ -65,6 +65,7 @@ def summary(
     load: concurrency.ConcurrencyResult | None,
     stored: persistence.PersistenceResult | None,
     spoken: voice.VoiceResult | None,
+    browsed: web.WebResult | None,
     broken: dict[str, list[str]],
 ) -> list[str]:
     """The goals' table (a benchmark that did not complete is a FAIL row of its own), then
@@ -75,13 +76,14 @@ def summary(
         ("concurrency", load, lambda r: r.summary_rows()),
         ("persistence", stored, persistence.summary_rows),
         ("voice", spoken, lambda r: r.summary_rows()),
+        ("web", browsed, lambda r: r.summary_rows()),
     )
     for name, result, rows in parts:
         lines += rows(result) if result is not None else [_did_not_complete(name, broken)]
     lines += [
         _did_not_complete(name, broken)
         for name in broken
-        if name not in ("throughput", "concurrency", "persistence", "voice")
+        if name not in ("throughput", "concurrency", "persistence", "voice", "web")
     ]
     if broken:
         lines += ["", "Benchmarks that broke (their figures are not to be trusted):", ""]
@@ -197,6 +199,8 @@ def main() -> None:
         "bench: voice (citadel /voice/ws vs bare livekit-agents) ...", file=sys.stderr, flush=True
     )
     spoken = attempt("voice", broken, voice.smoke if smoke else voice.run)
+    print("bench: web (the chat page in Chromium vs a raw client) ...", file=sys.stderr, flush=True)
+    browsed = attempt("web", broken, web.smoke if smoke else web.run)
     sections = {
         "Throughput": section(throughput, agui_throughput.report, "throughput", broken),
         "Concurrency and memory": section(load, concurrency.report, "concurrency", broken),
@@ -205,6 +209,9 @@ def main() -> None:
             chat, chat_completions.report, "chat completions", broken
         ),
         "Voice: end of speech to first agent audio": section(spoken, voice.report, "voice", broken),
+        "Web app: send to first answer token, and the JavaScript before it": section(
+            browsed, web.report, "web", broken
+        ),
     }
     knowledge = child_sections(KNOWLEDGE, broken, smoke)
     answers = child_sections(ANSWERS, broken, smoke)
@@ -223,7 +230,7 @@ def main() -> None:
                 "## Summary",
                 "",
                 *(["Smoke run: tiny sizes, timing goals not evaluated.", ""] if smoke else []),
-                *summary(throughput, load, stored, spoken, broken),
+                *summary(throughput, load, stored, spoken, browsed, broken),
                 *(
                     line
                     for title, text in sections.items()

@@ -20,6 +20,8 @@
   voice sockets not rate-limited, ``POST /bench/gc`` to collect garbage and trim the C heap
   before its memory is read, and ``GET /bench/decode``: Whisper's time on the last turn
   (bench/voice.py);
+* ``citadel_web``: ``citadel`` serving the built web app in ``BENCH_WEB_DIR`` at ``/`` (the
+  app's build, or bench/web.py's bare page): the browser's path (bench/web.py);
 * ``openai_scripted``: a TEST DOUBLE of an OpenAI-compatible model server, a
   ``/v1/chat/completions`` whose model plays the script of the last user message, streamed
   as OpenAI streams (role chunk, one chunk per delta, finish chunk, usage chunk, ``[DONE]``);
@@ -52,6 +54,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import orjson
 import uvicorn
@@ -75,6 +78,7 @@ KINDS = (
     "citadel_clerk",
     "citadel_openai",
     "citadel_voice",
+    "citadel_web",
     "openai_scripted",
     "pydantic_ai",
     "bare",
@@ -204,6 +208,11 @@ def citadel_voice_app() -> Starlette:
     app.router.routes.insert(0, Route("/bench/gc", collect, methods=["POST"]))
     app.router.routes.insert(0, Route("/bench/decode", decode, methods=["GET"]))
     return app
+
+
+def citadel_web_app() -> Starlette:
+    """Citadel serving the web app built in ``BENCH_WEB_DIR``."""
+    return citadel_app(web_dir=Path(os.environ["BENCH_WEB_DIR"]))
 
 
 def openai_scripted_app() -> Starlette:
@@ -339,6 +348,7 @@ APPS = {
     "citadel_clerk": citadel_clerk_app,
     "citadel_openai": citadel_openai_app,
     "citadel_voice": citadel_voice_app,
+    "citadel_web": citadel_web_app,
     "openai_scripted": openai_scripted_app,
     "pydantic_ai": pydantic_ai_app,
     "bare": bare_app,

@@ -15,6 +15,7 @@ fast: its goal lines say :data:`SMOKE` instead of PASS or FAIL, unless it broke 
 from __future__ import annotations
 
 import math
+import statistics
 import sys
 from collections.abc import Iterable
 
@@ -48,6 +49,19 @@ def quotient(numerator: float | None, denominator: float | None) -> float | None
     if missing(numerator) or missing(denominator) or not denominator:
         return None
     return numerator / denominator  # type: ignore[operator]
+
+
+def p50(values: list[float]) -> float | None:
+    """The median, or None for no values."""
+    return statistics.median(values) if values else None
+
+
+def p95(values: list[float]) -> float | None:
+    """Nearest rank (of 12 values, the largest; of 20, the 19th), or None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
 
 
 def broken_lines(problems: Iterable[str]) -> list[str]:

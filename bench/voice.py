@@ -42,9 +42,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import math
 import re
-import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -60,7 +58,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from bench.quiet import cpu_seconds, other_load
 from bench.scripted import SPOKEN_ANSWER
 from bench.servers import running
-from bench.verdicts import figure, finish, quotient, verdict
+from bench.verdicts import figure, finish, p50, p95, quotient, verdict
 
 RATE = 16_000
 FRAME = 0.02  # seconds per frame, as voice/browser.py cuts its input
@@ -306,18 +304,6 @@ class CitadelVoice:
 
 
 # The benchmark ---------------------------------------------------------------------------------
-
-
-def p50(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
-def p95(values: list[float]) -> float | None:
-    """Nearest rank: of 12 values, the largest."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
 
 
 def word_errors(said: str, heard: str) -> tuple[int, int]:

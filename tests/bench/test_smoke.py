@@ -7,7 +7,8 @@ over figures of nothing.
 Each runs as a subprocess, as ``make bench`` runs it, bounded by a timeout. The throughput
 smoke includes every peer: pydantic-ai (the ``bench`` extra, which ``make test`` installs),
 sse-starlette and the baseline commit's checkout (bench/baseline.py, a git worktree). The
-embedder smoke needs the export's build venv with sentence-transformers (``make`` builds it).
+embedder smoke needs the export's build venv with sentence-transformers (``make`` builds it);
+the web smoke the built web app, its node_modules and Debian's Chromium (``make test``'s).
 
 Not here: ``bench.answer_quality --smoke`` (a real ``citadel serve`` ingesting docs/, 20-40 s
 on two busy cores, over this module's two minutes). Its server, asking and scoring run in
@@ -90,6 +91,15 @@ def test_voice():
     for route in ("bare livekit-agents AgentSession", "Citadel /voice/ws"):
         assert f"| {route} |" in output and f"| {route} | n/a" not in output
     assert "| 2 | " in output  # two sessions at once, every figure measured
+
+
+def test_web():
+    output = smoke("bench.web")  # the built app (make test builds it) in Debian's Chromium
+    for path in ("Chromium, the chat page", "httpx, POST /api/copilotkit/agent/default/run"):
+        assert re.search(rf"\| {re.escape(path)}[^\n]*\| 2 \|\n", output), path  # both runs
+    for build in ("the app (web-demo/dist)", "bare `<CopilotChat>` page"):
+        assert re.search(rf"\| {re.escape(build)}[^|]*\| [1-9]", output), build  # JS loaded
+    assert re.search(r"The app over the bare page: \d\.\d{3}x", output)
 
 
 @pytest.mark.slow

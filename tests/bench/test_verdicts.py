@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from bench import __main__ as bench_main
-from bench import agui_throughput, answer_quality, concurrency, persistence, voice
+from bench import agui_throughput, answer_quality, concurrency, persistence, voice, web
 from bench.verdicts import EXIT_BROKEN, SMOKE, finish, verdict
 
 
@@ -156,7 +156,7 @@ def test_persistence_goals_fail_when_a_part_broke_and_losing_events_fails_even_a
 def test_the_summary_names_a_benchmark_that_did_not_complete():
     broken = {"persistence": ["RuntimeError: replay of r1 answered 500"]}
     load = concurrency.ConcurrencyResult([delay()], [memory()])
-    lines = bench_main.summary(throughput(pydantic_ai=[5_000.0]), load, None, None, broken)
+    lines = bench_main.summary(throughput(pydantic_ai=[5_000.0]), load, None, None, None, broken)
     row = next(line for line in lines if line.startswith("| persistence |"))
     assert row.endswith("| completes | FAIL |")
     assert "- persistence: RuntimeError: replay of r1 answered 500" in lines
@@ -263,3 +263,30 @@ def test_voice_goals_pass_or_fail_on_their_figures_and_fail_when_a_turn_broke():
     assert "citadel: 'q': 2 answers to one question" in cut.broken()
     assert all(row.endswith("| FAIL |") for row in cut.summary_rows())
     assert all(SMOKE in row for row in spoken(1.5, 1.0, smoke=True).summary_rows())
+
+
+def browsed(
+    browser_ms: float, raw_ms: float, app_kb: int, bare_kb: int, smoke: bool = False
+) -> web.WebResult:
+    sizes = web.Sizes(runs=2, warm_up=1)
+    timeline = web.Timeline(5.0, 10.0, 12.0)
+    ours = web.Side("browser", [web.Run(browser_ms, timeline)] * 2)
+    raw = web.Side("raw", [web.Run(raw_ms)] * 2)
+    app = web.Load("app", [web.Chunk("index-AAAAAAAA.js", app_kb * 4_000, app_kb * 1_000)])
+    bare = web.Load("bare", [web.Chunk("index-BBBBBBBB.js", bare_kb * 4_000, bare_kb * 1_000)])
+    return web.WebResult(sizes, "156", ours, raw, app, bare, smoke)
+
+
+def test_web_goals_pass_or_fail_on_their_figures_and_fail_when_a_run_broke():
+    verdicts = [row.rsplit("|", 2)[1].strip() for row in browsed(60, 15, 560, 550).summary_rows()]
+    assert verdicts == ["PASS", "PASS"]
+    heavy = browsed(100, 15, 640, 550)  # adds 85 ms, and 16.4 % more JavaScript
+    assert "| +85 ms |" in heavy.summary_rows()[0] and "| +16.4 % |" in heavy.summary_rows()[1]
+    assert [row.rsplit("|", 2)[1].strip() for row in heavy.summary_rows()] == ["FAIL", "FAIL"]
+    failed = browsed(60, 15, 560, 550)
+    failed.ours.problems.append("TimeoutError: no answer")
+    failed.bare.loaded = []
+    assert "browser: TimeoutError: no answer" in failed.broken()
+    assert "bare page: no JavaScript loaded" in failed.broken()
+    assert all(row.endswith("| FAIL |") for row in failed.summary_rows())
+    assert all(SMOKE in row for row in browsed(100, 15, 640, 550, smoke=True).summary_rows())
