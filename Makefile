@@ -41,10 +41,17 @@ run: $(VENV)/.installed $(WEB_BUILT)
 	$(BIN)/citadel serve
 
 # The bench extra too: tests/bench runs every benchmark in its smoke mode, peers included.
+# Those smoke runs (each with its own servers and processes, no timing goal) go beside the
+# rest of the suite, sharing the wall clock, not a database or a port; either failing fails.
 test: $(VENV)/.installed-bench $(NODE_HARNESS)/node_modules/.installed $(CHROMIUM) $(WEB_BUILT)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	mkdir -p build
+	$(BIN)/pytest -p no:cacheprovider tests/bench > build/bench-smoke.log 2>&1 & smoke=$$!; \
+	$(BIN)/pytest --ignore=tests/bench; suite=$$?; \
+	wait $$smoke; smokes=$$?; \
+	echo "--- tests/bench: every benchmark in its smoke mode ---"; cat build/bench-smoke.log; \
+	test $$suite -eq 0 && test $$smokes -eq 0
 
 # The web benchmark drives the built app in Chromium and builds a bare page with its vite.
 bench: $(VENV)/.installed-bench $(CHROMIUM) $(WEB_BUILT)
