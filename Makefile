@@ -18,7 +18,7 @@ NODE_HARNESS := tests/node
 # The web app (web-demo/), built into web-demo/dist and served by `citadel serve` at /.
 WEB := web-demo
 WEB_BUILT := $(WEB)/dist/index.html
-WEB_SOURCES := $(shell find $(WEB)/src -type f) $(WEB)/index.html $(WEB)/vite.config.ts
+WEB_SOURCES := $(shell find $(WEB)/src $(WEB)/public -type f) $(WEB)/index.html $(WEB)/vite.config.ts
 # Headless Chromium for browser tests: Debian's (156.x, driven by playwright-core 1.64.x with
 # executablePath); Playwright never downloads a browser of its own.
 CHROMIUM := /usr/bin/chromium

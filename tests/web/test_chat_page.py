@@ -64,6 +64,14 @@ async def stored_thread(web: WebServer, thread_id: str) -> dict:
 
 
 async def test_chat_streams_the_answer_and_stores_the_thread(page: Page, web: WebServer):
+    failed: list[str] = []  # every request of the page succeeds: nothing missing, no CDN
+    page.on("requestfailed", lambda request: failed.append(f"failed {request.url}"))
+    page.on(
+        "response",
+        lambda response: (
+            failed.append(f"{response.status} {response.url}") if response.status >= 400 else None
+        ),
+    )
     web.ollama.enqueue(ScriptedReply(text_reply("Hello from Citadel, in your browser.")))
     thread_id = await open_new_chat(page)
     await send(page, "Hello?")
@@ -77,6 +85,7 @@ async def test_chat_streams_the_answer_and_stores_the_thread(page: Page, web: We
         ("assistant", "Hello from Citadel, in your browser."),
     ]
     await expect(page.get_by_test_id("thread").filter(has_text="Hello?")).to_be_visible()
+    assert failed == []
 
 
 async def test_reload_restores_the_thread_through_connect(page: Page, web: WebServer):
