@@ -41,17 +41,20 @@ run: $(VENV)/.installed $(WEB_BUILT)
 	$(BIN)/citadel serve
 
 # The bench extra too: tests/bench runs every benchmark in its smoke mode, peers included.
-# Those smoke runs (each with its own servers and processes, no timing goal) go beside the
-# rest of the suite, sharing the wall clock, not a database or a port; either failing fails.
+# Two lanes share the two cores: the tests that run their own servers and processes
+# (tests/bench: every benchmark in its smoke mode; tests/e2e) on Redis databases 6 to 8, the
+# rest on 3 to 5 (tests/support/redis.py). They share no database, port or file; either
+# failing fails.
 test: $(VENV)/.installed-bench $(NODE_HARNESS)/node_modules/.installed $(CHROMIUM) $(WEB_BUILT)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	mkdir -p build
-	$(BIN)/pytest -p no:cacheprovider tests/bench > build/bench-smoke.log 2>&1 & smoke=$$!; \
-	$(BIN)/pytest --ignore=tests/bench; suite=$$?; \
-	wait $$smoke; smokes=$$?; \
-	echo "--- tests/bench: every benchmark in its smoke mode ---"; cat build/bench-smoke.log; \
-	test $$suite -eq 0 && test $$smokes -eq 0
+	CITADEL_TEST_REDIS_DB=6 $(BIN)/pytest -p no:cacheprovider tests/bench tests/e2e \
+		> build/test-processes.log 2>&1 & processes=$$!; \
+	$(BIN)/pytest --ignore=tests/bench --ignore=tests/e2e; suite=$$?; \
+	wait $$processes; lane=$$?; \
+	echo "--- tests/bench and tests/e2e, beside the rest ---"; cat build/test-processes.log; \
+	test $$suite -eq 0 && test $$lane -eq 0
 
 # The web benchmark drives the built app in Chromium and builds a bare page with its vite.
 bench: $(VENV)/.installed-bench $(CHROMIUM) $(WEB_BUILT)

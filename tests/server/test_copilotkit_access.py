@@ -14,10 +14,9 @@ from tests.server.test_copilotkit import BASE, legacy_input
 from tests.support.agui import new_id, stream, types
 from tests.support.clerk import bearer, session_token
 
-ALICE = bearer(session_token("alice"))
-
 
 def as_user(user: str) -> dict[str, str]:
+    """A fresh token of ``user`` (a session token lives a minute: made when used)."""
     return bearer(session_token(user))
 
 
@@ -67,16 +66,21 @@ async def test_runs_through_the_single_endpoint_count_against_the_run_limit(
     ):
         first = {"method": "agent/run", "params": {"agentId": "default"}}
         status, events = await stream(
-            client, f"{url}{BASE}", {**first, "body": legacy_input(new_id("thread"))}, ALICE
+            client,
+            f"{url}{BASE}",
+            {**first, "body": legacy_input(new_id("thread"))},
+            as_user("alice"),
         )
         assert status == 200 and types(events)[-1] == "RUN_FINISHED"
         second = await client.post(
-            BASE, json={**first, "body": legacy_input(new_id("thread"))}, headers=ALICE
+            BASE, json={**first, "body": legacy_input(new_id("thread"))}, headers=as_user("alice")
         )
         rest = await client.post(
-            f"{BASE}/agent/default/run", json=legacy_input(new_id("thread")), headers=ALICE
+            f"{BASE}/agent/default/run",
+            json=legacy_input(new_id("thread")),
+            headers=as_user("alice"),
         )
-        info = await client.post(BASE, json={"method": "info"}, headers=ALICE)
+        info = await client.post(BASE, json={"method": "info"}, headers=as_user("alice"))
     assert second.status_code == 429 and second.json()["error"]["code"] == "rate_limited"
     assert int(second.headers["retry-after"]) >= 1
     assert rest.status_code == 429  # one bucket for runs, whichever route
@@ -90,10 +94,14 @@ async def test_a_stopped_run_of_a_signed_in_user_ends_its_stream(ollama: OllamaD
     thread_id = new_id("thread")
     async with server(ollama) as (url, _), httpx.AsyncClient(base_url=url) as client:
         run = asyncio.create_task(
-            stream(client, f"{url}{BASE}/agent/default/run", legacy_input(thread_id), ALICE)
+            stream(
+                client, f"{url}{BASE}/agent/default/run", legacy_input(thread_id), as_user("alice")
+            )
         )
         await ollama.wait_for_requests(1)
-        stopped = await client.post(f"{BASE}/agent/default/stop/{thread_id}", headers=ALICE)
+        stopped = await client.post(
+            f"{BASE}/agent/default/stop/{thread_id}", headers=as_user("alice")
+        )
         status, events = await run
     assert stopped.json()["stopped"] is True
     assert status == 200 and types(events)[-1] == "RUN_FINISHED"
