@@ -72,6 +72,15 @@ class Stopped(RestModel):
     status: str = "cancelled"
 
 
+async def known_agent(agent_id: Annotated[str, Path(max_length=64)], services: ServicesDep) -> str:
+    """The path's agent id, once the configuration has it (404 ``agent_not_found`` before
+    the body is read)."""
+    services.runs.manager.find_agent(agent_id)
+    return agent_id
+
+
+AgentId = Annotated[str, Depends(known_agent)]
+
 RUN_REFUSALS = (
     "invalid_json",
     "unsupported_media_type",
@@ -112,14 +121,13 @@ async def run_sse(
     openapi_extra=json_body(RunAgentInput),
 )
 async def run_agent_sse(
-    agent_id: Annotated[str, Path(max_length=64)],
+    agent_id: AgentId,
     request: Request,
     services: ServicesDep,
     principal: Annotated[Principal, Depends(RUNS)],
 ) -> Response:
     """As `POST /agui`, by agent `agent_id` of the configuration's `agents` (its own
     instructions, tools, knowledge base and model); `default` is `POST /agui`'s."""
-    services.runs.manager.find_agent(agent_id)
     return await start_sse(services, principal, await read_json(request), agent_id)
 
 

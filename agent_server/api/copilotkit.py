@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from agent_server import __version__
-from agent_server.api.agui import RUN_REFUSALS, SSE_RESPONSE, start_sse
+from agent_server.api.agui import RUN_REFUSALS, SSE_RESPONSE, AgentId, start_sse
 from agent_server.api.deps import ServicesDep, read_json
 from agent_server.api.errors import refusals
 from agent_server.api.guard import CALLER, RUNS, TRANSCRIBE, charge
@@ -51,7 +51,6 @@ from protocol.versions import wire_version
 PREFIX = "/api/copilotkit"
 router = APIRouter(prefix=PREFIX, tags=["CopilotKit"])
 
-AgentId = Annotated[str, Path(max_length=64)]
 ThreadId = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
@@ -109,7 +108,6 @@ async def run(
     principal: Annotated[Principal, Depends(RUNS)],
 ) -> Response:
     """As `POST /agui/agents/{agent_id}`."""
-    services.runs.manager.find_agent(agent_id)
     return await start_sse(services, principal, await read_json(request), agent_id)
 
 
@@ -129,7 +127,6 @@ async def connect(
     """The thread as it is (`MESSAGES_SNAPSHOT`, `STATE_SNAPSHOT`, open interrupts), then
     its active run live; an empty stream for a thread the caller does not have. Of the
     RunAgentInput sent, only `threadId` (and `protocolVersion`) is read."""
-    services.runs.manager.find_agent(agent_id)
     return await connect_sse(services, principal, await read_json(request))
 
 
@@ -160,7 +157,6 @@ async def stop(
     """Cancels the run's model and tool work and ends its stream with `RUN_FINISHED`. The
     body (`{"runId"}`) may be empty: the client sends none once it has lost track of the
     run. `{"stopped": false}` when the thread has no run to stop."""
-    services.runs.manager.find_agent(agent_id)
     raw = await request.body()
     body = await read_json(request) if raw.strip() else {}
     return await stop_run(services, principal, thread_id, _run_id(body))

@@ -107,13 +107,21 @@ async def charge(connection: HTTPConnection, principal: Principal, kind: RateCla
     """Charge ``kind``'s bucket too, for a request whose class only its body tells (the
     CopilotKit single endpoint's runs); ``rate_limited`` when it is empty."""
     services = connection.app.state.services
-    access = services.access
-    if access.authenticator is None:
+    if services.access.authenticator is None:
         return  # as in the Gate: without authentication, no limits
+    retry = await _take(services, principal, kind)
+    if retry > 0:
+        raise Refusal("rate_limited", f"too many {kind}; slow down", retry_after=math.ceil(retry))
+
+
+async def _take(services: Any, principal: Principal, kind: RateClass) -> float:
+    """One request from ``principal``'s ``kind`` bucket: 0, or the seconds until it has one
+    (counted as a refusal of that class)."""
+    access = services.access
     retry = await access.limiter.take(f"{kind}:{principal.user_id}", access.rates.of(kind))
     if retry > 0:
         services.metrics.rate_limited.labels(kind.value).inc()
-        raise Refusal("rate_limited", f"too many {kind}; slow down", retry_after=math.ceil(retry))
+    return retry
 
 
 def declared_policies(routers: Iterable[APIRouter]) -> list[tuple[BaseRoute, Policy | Public]]:
@@ -238,9 +246,8 @@ class Gate:
         kind = policy.rate
         if scope["type"] == "websocket" and kind is RateClass.REQUESTS:
             kind = RateClass.RUNS  # a socket is a stream: counted as one
-        retry = await access.limiter.take(f"{kind}:{principal.user_id}", access.rates.of(kind))
+        retry = await _take(services, principal, kind)
         if retry > 0:
-            metrics.rate_limited.labels(kind.value).inc()
             await _deny(scope, receive, send, "rate_limited", f"too many {kind}; slow down", retry)
             return None
         return principal

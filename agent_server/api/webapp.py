@@ -76,8 +76,6 @@ class WebApp(StaticFiles):
 
 
 def _wants_page(scope: Scope) -> bool:
-    if scope["method"] not in ("GET", "HEAD"):
-        return False
     headers: dict[bytes, bytes] = dict(scope["headers"])
     last = scope["path"].rsplit("/", 1)[-1]
     return b"text/html" in headers.get(b"accept", b"") and "." not in last

@@ -51,9 +51,8 @@ class ChatRequest:
     tool_choice: ToolChoice = "auto"
     max_tokens: int | None = None
     temperature: float | None = None
-    model: str | None = (
-        None  # another model of the same server (an agent's own); None: the backend's
-    )
+    # Another model of the same server (an agent's own); None: the backend's.
+    model: str | None = None
 
 
 # Stream deltas -------------------------------------------------------------------------------
