@@ -16,7 +16,7 @@ from tests.support.agui import stream
 from tests.support.browser import screenshot
 from tests.support.waiting import PATIENCE
 from tests.web.conftest import WebServer
-from tests.web.test_chat_page import TIMEOUT, assistant, idle, open_new_chat, send
+from tests.web.test_chat_page import answered_chat
 
 
 def run_input(thread_id: str, run_id: str, text: str) -> dict[str, Any]:
@@ -71,14 +71,10 @@ async def types_shown(entries: Locator) -> list[str]:
 
 async def chat_run(browser: Browser, web: WebServer, answer: str) -> tuple[str, str]:
     """A run made by a user in another browser, on the chat page: (thread id, run id)."""
-    web.ollama.enqueue(ScriptedReply(text_reply(answer)))
     context = await browser.new_context(base_url=web.url)
     try:
         chat = await context.new_page()
-        thread_id = await open_new_chat(chat)
-        await send(chat, "When does the tide turn?")
-        await expect(assistant(chat).last).to_contain_text(answer, timeout=TIMEOUT)
-        await idle(chat)
+        thread_id = await answered_chat(chat, web.ollama, "When does the tide turn?", answer)
     finally:
         await context.close()
     async with httpx.AsyncClient(base_url=web.url, timeout=PATIENCE) as client:

@@ -11,7 +11,7 @@ import re
 import httpx
 from playwright.async_api import Page, expect
 
-from tests.doubles.ollama import ScriptedReply, text_reply, tool_call_reply
+from tests.doubles.ollama import OllamaDouble, ScriptedReply, text_reply, tool_call_reply
 from tests.server.test_agui_knowledge import ingest
 from tests.support.waiting import PATIENCE
 from tests.web.conftest import WebServer
@@ -56,6 +56,17 @@ def assistant(page: Page):
     return page.get_by_test_id("copilot-assistant-message")
 
 
+async def answered_chat(page: Page, ollama: OllamaDouble, question: str, answer: str) -> str:
+    """A new chat on ``page`` whose ``question`` the model answers ``answer``, shown and
+    run to its end; the thread id."""
+    ollama.enqueue(ScriptedReply(text_reply(answer)))
+    thread_id = await open_new_chat(page)
+    await send(page, question)
+    await expect(assistant(page).last).to_contain_text(answer, timeout=TIMEOUT)
+    await idle(page)
+    return thread_id
+
+
 async def stored_thread(web: WebServer, thread_id: str) -> dict:
     async with httpx.AsyncClient(base_url=web.url) as client:
         response = await client.get(f"/threads/{thread_id}")
@@ -89,11 +100,8 @@ async def test_chat_streams_the_answer_and_stores_the_thread(page: Page, web: We
 
 
 async def test_reload_restores_the_thread_through_connect(page: Page, web: WebServer):
-    web.ollama.enqueue(ScriptedReply(text_reply("Remember me after a reload.")))
-    thread_id = await open_new_chat(page)
-    await send(page, "Will you remember?")
-    await expect(assistant(page).last).to_contain_text("Remember me", timeout=TIMEOUT)
-    await idle(page)
+    answer = "Remember me after a reload."
+    thread_id = await answered_chat(page, web.ollama, "Will you remember?", answer)
     await page.reload()
     assert page.url.endswith(f"/chat/{thread_id}")
     await expect(assistant(page).last).to_contain_text(
@@ -190,11 +198,7 @@ async def test_stop_ends_the_run_and_the_page_stops_showing_it_running(page: Pag
 
 
 async def test_the_thread_list_renames_and_deletes_threads(page: Page, web: WebServer):
-    web.ollama.enqueue(ScriptedReply(text_reply("Noted.")))
-    thread_id = await open_new_chat(page)
-    await send(page, "Plant tulips in October.")
-    await expect(assistant(page).last).to_contain_text("Noted.", timeout=TIMEOUT)
-    await idle(page)
+    thread_id = await answered_chat(page, web.ollama, "Plant tulips in October.", "Noted.")
     listed = page.get_by_test_id("thread").filter(has_text="Plant tulips in October.")
 
     page.once("dialog", lambda dialog: dialog.accept("Tulips"))

@@ -11,10 +11,10 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, expect
 
 from tests.conftest import citadel, double_model
-from tests.doubles.ollama import OllamaDouble, ScriptedReply, text_reply
+from tests.doubles.ollama import OllamaDouble
 from tests.support.browser import WEB_APP, screenshot
 from tests.support.clerk import clerk_settings, session_token
-from tests.web.test_chat_page import TIMEOUT, assistant, idle, open_new_chat, send
+from tests.web.test_chat_page import TIMEOUT, answered_chat, assistant
 
 
 @pytest.fixture
@@ -37,15 +37,13 @@ async def test_a_signed_in_user_chats_and_another_user_sees_not_found(
     ollama: OllamaDouble,
     request: pytest.FixtureRequest,
 ):
-    ollama.enqueue(ScriptedReply(text_reply("Only Alice may read this.")))
     alice = await signed_in(browser, signed_in_server, "alice")
     bob = await signed_in(browser, signed_in_server, "bob")
     try:
         page = await alice.new_page()
-        thread_id = await open_new_chat(page)
-        await send(page, "A secret for Alice.")
-        await expect(assistant(page).last).to_contain_text("Only Alice", timeout=TIMEOUT)
-        await idle(page)
+        thread_id = await answered_chat(
+            page, ollama, "A secret for Alice.", "Only Alice may read this."
+        )
         await page.reload()  # her own thread comes back
         await expect(assistant(page).last).to_contain_text("Only Alice", timeout=TIMEOUT)
         await screenshot(page, f"{request.node.name}-alice")
