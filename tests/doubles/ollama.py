@@ -52,6 +52,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from tests.support.servers import serve
+from tests.support.waiting import PATIENCE
 
 DEFAULT_MODEL = "llama3.2:latest"
 DEFAULT_TEXT = "Hello from the Ollama test double."
@@ -212,14 +213,14 @@ class OllamaDouble:
         self._replies.extend(replies)
 
     async def wait_for_requests(self, count: int = 1) -> None:
-        """Wait until ``/api/chat`` has been called ``count`` times; fail after 10 s."""
-        async with asyncio.timeout(10), self._changed:
+        """Wait until ``/api/chat`` has been called ``count`` times; fail after PATIENCE."""
+        async with asyncio.timeout(PATIENCE), self._changed:
             await self._changed.wait_for(lambda: len(self.requests) >= count)
 
     async def wait_for_disconnects(self, count: int = 1) -> None:
-        """Wait until at least ``count`` clients have hung up mid-reply; fail after 5 s rather
-        than hang the test."""
-        async with asyncio.timeout(5), self._changed:
+        """Wait until at least ``count`` clients have hung up mid-reply; fail after PATIENCE
+        rather than hang the test."""
+        async with asyncio.timeout(PATIENCE), self._changed:
             await self._changed.wait_for(lambda: self.disconnects >= count)
 
     async def __aenter__(self) -> OllamaDouble:

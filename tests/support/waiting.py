@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-PATIENCE = 10.0  # seconds before a wait fails instead of hanging
+# Seconds before a wait fails instead of hanging. Generous: `make test` runs two lanes on two
+# cores, and a lane running llama.cpp or Whisper can starve the other's event loop for seconds.
+PATIENCE = 30.0
 
 
 async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
