@@ -24,6 +24,12 @@ export async function api<T>(path: string, init: RequestInit = {}): Promise<T> {
   return (await response.json()) as T;
 }
 
+/** An error as one line for the page: the server's message and its stable code. */
+export function describeError(error: unknown): string {
+  if (error instanceof ApiError) return `${error.message} (${error.code})`;
+  return error instanceof Error ? error.message : String(error);
+}
+
 export async function refusal(response: Response): Promise<ApiError> {
   let code = `http_${response.status}`;
   let message = response.statusText;

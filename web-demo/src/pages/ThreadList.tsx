@@ -1,7 +1,7 @@
 /** The user's threads (GET /threads): open, rename, delete. */
-import { useEffect, useState } from "react";
 import { Link, useNavigate } from "react-router-dom";
 import { api } from "../lib/api";
+import { useApi } from "../lib/useApi";
 
 interface ThreadItem {
   id: string;
@@ -11,32 +11,20 @@ interface ThreadItem {
 }
 
 export function ThreadList({ current, version }: { current: string; version: number }) {
-  const [threads, setThreads] = useState<ThreadItem[]>([]);
-  const [failure, setFailure] = useState<string | null>(null);
-  const [reloads, setReloads] = useState(0);
+  const { data, failure, reload } = useApi<{ threads: ThreadItem[] }>("/threads?limit=50", `${current}/${version}`);
   const navigate = useNavigate();
-
-  useEffect(() => {
-    api<{ threads: ThreadItem[] }>("/threads?limit=50").then(
-      (page) => {
-        setThreads(page.threads);
-        setFailure(null);
-      },
-      (error: Error) => setFailure(error.message),
-    );
-  }, [current, version, reloads]);
 
   async function rename(thread: ThreadItem) {
     const title = window.prompt("Rename the thread", thread.title);
     if (title === null) return;
     await api(`/threads/${thread.id}`, { method: "PATCH", body: JSON.stringify({ title }) });
-    setReloads((count) => count + 1);
+    reload();
   }
 
   async function remove(thread: ThreadItem) {
     await api(`/threads/${thread.id}`, { method: "DELETE" });
     if (thread.id === current) navigate("/chat");
-    setReloads((count) => count + 1);
+    reload();
   }
 
   return (
@@ -46,7 +34,7 @@ export function ThreadList({ current, version }: { current: string; version: num
       </Link>
       {failure && <p role="alert">{failure}</p>}
       <ul>
-        {threads.map((thread) => (
+        {(data?.threads ?? []).map((thread) => (
           <li key={thread.id} className={thread.id === current ? "current" : undefined} data-testid="thread">
             <Link to={`/chat/${thread.id}`}>{thread.title || "Untitled"}</Link>
             <button title="Rename" aria-label={`Rename ${thread.title}`} onClick={() => void rename(thread)}>

@@ -1,8 +1,6 @@
 /** Every dependency's health (GET /health/detailed): status, latency, the last error and
  * how to fix a failing one. */
-import { useEffect, useState } from "react";
-import { api } from "../../lib/api";
-import { describe } from "./types";
+import { useApi } from "../../lib/useApi";
 
 interface Check {
   status: "ok" | "error";
@@ -20,24 +18,7 @@ interface Detailed {
 }
 
 export function Health() {
-  const [health, setHealth] = useState<Detailed | null>(null);
-  const [failure, setFailure] = useState<string | null>(null);
-  const [reloads, setReloads] = useState(0);
-
-  useEffect(() => {
-    let current = true;
-    api<Detailed>("/health/detailed").then(
-      (answer) => {
-        if (!current) return;
-        setHealth(answer);
-        setFailure(null);
-      },
-      (error: unknown) => current && setFailure(describe(error)),
-    );
-    return () => {
-      current = false;
-    };
-  }, [reloads]);
+  const { data: health, failure, reload } = useApi<Detailed>("/health/detailed");
 
   return (
     <div data-testid="health">
@@ -47,7 +28,7 @@ export function Health() {
             {health.status}
           </span>
         )}
-        <button onClick={() => setReloads((count) => count + 1)}>Check again</button>
+        <button onClick={reload}>Check again</button>
       </div>
       {failure && (
         <p className="alert" role="alert" data-testid="health-error">

@@ -1,52 +1,31 @@
 /** One run's stored events in order (GET /admin/runs/{id}?thread=…), with its outcome. */
-import { useEffect, useState } from "react";
+import { useEffect } from "react";
 import { api } from "../../lib/api";
+import { useApi } from "../../lib/useApi";
 import { duration } from "./Runs";
 import { summarizeEvent } from "./summary";
-import { describe, type RunRef, type RunWithEvents } from "./types";
+import { type RunRef, type RunWithEvents } from "./types";
 
 const POLL_RUNNING_MS = 2000;
 
 export function RunTimeline({ run, version }: { run: RunRef; version: number }) {
-  const [detail, setDetail] = useState<RunWithEvents | null>(null);
-  const [failure, setFailure] = useState<string | null>(null);
-  const [reloads, setReloads] = useState(0);
-
-  useEffect(() => {
-    setDetail(null);
-  }, [run.threadId, run.runId]);
-
-  useEffect(() => {
-    let current = true;
-    const path = `/admin/runs/${encodeURIComponent(run.runId)}?thread=${encodeURIComponent(run.threadId)}`;
-    api<RunWithEvents>(path).then(
-      (answer) => {
-        if (!current) return;
-        setDetail(answer);
-        setFailure(null);
-      },
-      (error: unknown) => current && setFailure(describe(error)),
-    );
-    return () => {
-      current = false;
-    };
-  }, [run.threadId, run.runId, version, reloads]);
+  const path = `/admin/runs/${encodeURIComponent(run.runId)}?thread=${encodeURIComponent(run.threadId)}`;
+  const { data: detail, failure, reload, update, fail } = useApi<RunWithEvents>(path, version);
 
   const running = detail?.status === "running";
   useEffect(() => {
     if (!running) return;
-    const timer = window.setTimeout(() => setReloads((count) => count + 1), POLL_RUNNING_MS);
+    const timer = window.setTimeout(reload, POLL_RUNNING_MS);
     return () => window.clearTimeout(timer);
-  }, [running, detail]);
+  }, [running, detail, reload]);
 
   async function more() {
     if (!detail?.nextAfterSeq) return;
-    const path = `/admin/runs/${encodeURIComponent(run.runId)}?thread=${encodeURIComponent(run.threadId)}&afterSeq=${detail.nextAfterSeq}`;
     try {
-      const page = await api<RunWithEvents>(path);
-      setDetail({ ...page, events: [...detail.events, ...page.events] });
+      const page = await api<RunWithEvents>(`${path}&afterSeq=${detail.nextAfterSeq}`);
+      update((known) => ({ ...page, events: [...known.events, ...page.events] }));
     } catch (error) {
-      setFailure(describe(error));
+      fail(error);
     }
   }
 

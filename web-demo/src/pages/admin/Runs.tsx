@@ -2,10 +2,16 @@
  * Reloaded when the feed says a run started or ended, and while any shown run is running. */
 import { useEffect, useState } from "react";
 import { api } from "../../lib/api";
-import { describe, shortId, type Run, type RunRef } from "./types";
+import { useApi } from "../../lib/useApi";
+import { shortId, type Run, type RunRef } from "./types";
 
 const STATUSES = ["", "running", "succeeded", "failed", "interrupted", "cancelled"];
 const POLL_RUNNING_MS = 2000;
+
+interface RunsPage {
+  runs: Run[];
+  nextBefore?: string;
+}
 
 export function Runs({
   version,
@@ -17,42 +23,23 @@ export function Runs({
   onSelect: (run: RunRef) => void;
 }) {
   const [status, setStatus] = useState("");
-  const [runs, setRuns] = useState<Run[] | null>(null);
-  const [next, setNext] = useState<string | null>(null);
-  const [failure, setFailure] = useState<string | null>(null);
-  const [reloads, setReloads] = useState(0);
-
-  useEffect(() => {
-    let current = true;
-    api<{ runs: Run[]; nextBefore?: string }>(`/admin/runs?${query(status)}`).then(
-      (page) => {
-        if (!current) return;
-        setRuns(page.runs);
-        setNext(page.nextBefore ?? null);
-        setFailure(null);
-      },
-      (error: unknown) => current && setFailure(describe(error)),
-    );
-    return () => {
-      current = false;
-    };
-  }, [status, version, reloads]);
+  const { data: page, failure, reload, update, fail } = useApi<RunsPage>(`/admin/runs?${query(status)}`, version);
+  const runs = page?.runs ?? null;
 
   const running = runs?.some((run) => run.status === "running") ?? false;
   useEffect(() => {
     if (!running) return;
-    const timer = window.setTimeout(() => setReloads((count) => count + 1), POLL_RUNNING_MS);
+    const timer = window.setTimeout(reload, POLL_RUNNING_MS);
     return () => window.clearTimeout(timer);
-  }, [running, runs]);
+  }, [running, page, reload]);
 
   async function more() {
-    if (!next) return;
+    if (!page?.nextBefore) return;
     try {
-      const page = await api<{ runs: Run[]; nextBefore?: string }>(`/admin/runs?${query(status, next)}`);
-      setRuns((known) => [...(known ?? []), ...page.runs]);
-      setNext(page.nextBefore ?? null);
+      const older = await api<RunsPage>(`/admin/runs?${query(status, page.nextBefore)}`);
+      update((known) => ({ runs: [...known.runs, ...older.runs], nextBefore: older.nextBefore }));
     } catch (error) {
-      setFailure(describe(error));
+      fail(error);
     }
   }
 
@@ -69,7 +56,7 @@ export function Runs({
             ))}
           </select>
         </label>
-        <button onClick={() => setReloads((count) => count + 1)}>Refresh</button>
+        <button onClick={reload}>Refresh</button>
       </div>
       {failure && (
         <p className="alert" role="alert" data-testid="runs-error">
@@ -129,7 +116,7 @@ export function Runs({
           </tbody>
         </table>
       )}
-      {next && <button onClick={() => void more()}>Older runs</button>}
+      {page?.nextBefore && <button onClick={() => void more()}>Older runs</button>}
     </>
   );
 }

@@ -1,8 +1,8 @@
 /** Reading GET /admin/events for as long as the page is open: it reconnects after the last
  * item it saw when the stream ends (the server ends each after a while) or breaks, so
  * nothing between is missed. */
-import { ApiError, events } from "../../lib/api";
-import { describe, type ConnectedItem, type FeedItem } from "./types";
+import { ApiError, describeError, events } from "../../lib/api";
+import { type ConnectedItem, type FeedItem } from "./types";
 
 export type FeedState = "connecting" | "live" | "reconnecting" | "stopped";
 
@@ -43,11 +43,11 @@ export async function readFeed(params: URLSearchParams, signal: AbortSignal, han
     } catch (error) {
       if (signal.aborted) return;
       if (error instanceof ApiError && [400, 403, 404, 422].includes(error.status)) {
-        handlers.onState("stopped", describe(error));
+        handlers.onState("stopped", describeError(error));
         return;
       }
       failures += 1;
-      handlers.onState("reconnecting", describe(error));
+      handlers.onState("reconnecting", describeError(error));
       await wait(Math.min(500 * 2 ** failures, MAX_BACKOFF_MS), signal);
     }
   }

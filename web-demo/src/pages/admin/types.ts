@@ -1,6 +1,5 @@
 /** The admin routes' shapes (agent_server/api/admin.py, admin_events.py, health.py, and the
  * notes of knowledge/ingest.py and voice/report.py), as the server spells them. */
-import { ApiError } from "../../lib/api";
 
 export interface AguiEvent {
   type: string;
@@ -92,11 +91,6 @@ export function clock(date: Date | null): string {
   if (!date) return "";
   const time = date.toLocaleTimeString([], { hour12: false });
   return `${time}.${String(date.getMilliseconds()).padStart(3, "0")}`;
-}
-
-export function describe(error: unknown): string {
-  if (error instanceof ApiError) return `${error.message} (${error.code})`;
-  return error instanceof Error ? error.message : String(error);
 }
 
 export function shortId(id: string): string {

@@ -1,38 +1,22 @@
 /** The knowledge base's documents (GET /rag/documents), each deletable
  * (DELETE /rag/documents/{id}). */
-import { useEffect, useState } from "react";
+import { useState } from "react";
 import { api } from "../../lib/api";
-import { describe, type KnowledgeDocument } from "./types";
+import { useApi } from "../../lib/useApi";
+import { type KnowledgeDocument } from "./types";
 
 export function Documents({ version, onChanged }: { version: number; onChanged: () => void }) {
-  const [documents, setDocuments] = useState<KnowledgeDocument[] | null>(null);
-  const [failure, setFailure] = useState<string | null>(null);
+  const { data, failure, reload, fail } = useApi<{ documents: KnowledgeDocument[] }>("/rag/documents", version);
+  const documents = data?.documents ?? null;
   const [deleting, setDeleting] = useState<string | null>(null);
-  const [reloads, setReloads] = useState(0);
-
-  useEffect(() => {
-    let current = true;
-    api<{ documents: KnowledgeDocument[] }>("/rag/documents").then(
-      (answer) => {
-        if (!current) return;
-        setDocuments(answer.documents);
-        setFailure(null);
-      },
-      (error: unknown) => current && setFailure(describe(error)),
-    );
-    return () => {
-      current = false;
-    };
-  }, [version, reloads]);
 
   async function remove(document: KnowledgeDocument) {
     setDeleting(document.id);
-    setFailure(null);
     try {
       await api(`/rag/documents/${encodeURIComponent(document.id)}`, { method: "DELETE" });
       onChanged();
     } catch (error) {
-      setFailure(describe(error));
+      fail(error);
     } finally {
       setDeleting(null);
     }
@@ -42,7 +26,7 @@ export function Documents({ version, onChanged }: { version: number; onChanged: 
     <section className="panel" data-testid="documents">
       <header className="panel-header">
         <h2>Documents {documents && <span className="count">({documents.length})</span>}</h2>
-        <button onClick={() => setReloads((count) => count + 1)}>Refresh</button>
+        <button onClick={reload}>Refresh</button>
       </header>
       {failure && (
         <p className="alert" role="alert" data-testid="documents-error">

@@ -1,7 +1,7 @@
 /** Search the knowledge base (POST /rag/query) and show the hits. */
 import { useState, type FormEvent } from "react";
-import { api } from "../../lib/api";
-import { describe, type Hit } from "./types";
+import { api, describeError } from "../../lib/api";
+import { type Hit } from "./types";
 
 export function Search() {
   const [query, setQuery] = useState("");
@@ -23,7 +23,7 @@ export function Search() {
       setHits(answer.hits);
     } catch (error) {
       setHits(null);
-      setFailure(describe(error));
+      setFailure(describeError(error));
     } finally {
       setSearching(false);
     }

@@ -1,8 +1,8 @@
 /** Upload files (multipart POST /rag/ingest) and follow each ingestion job (GET
  * /rag/jobs/{id}) until it finishes. */
 import { useEffect, useRef, useState, type FormEvent } from "react";
-import { api } from "../../lib/api";
-import { describe, FINISHED, type IngestJob } from "./types";
+import { api, describeError } from "../../lib/api";
+import { FINISHED, type IngestJob } from "./types";
 
 const POLL_MS = 500;
 
@@ -51,7 +51,7 @@ export function Upload({ onIngested }: { onIngested: () => void }) {
       setSending(false);
       await follow(job);
     } catch (error) {
-      if (!stop.current.signal.aborted) setFailure(describe(error));
+      if (!stop.current.signal.aborted) setFailure(describeError(error));
     } finally {
       setSending(false);
     }

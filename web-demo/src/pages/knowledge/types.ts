@@ -1,5 +1,4 @@
 /** The knowledge base's REST shapes (agent_server/api/rag.py), as the server spells them. */
-import { ApiError } from "../../lib/api";
 
 export type JobStatus = "queued" | "running" | "succeeded" | "partial" | "failed";
 
@@ -40,7 +39,3 @@ export interface Hit {
 export const FINISHED: ReadonlySet<JobStatus> = new Set(["succeeded", "partial", "failed"]);
 
 /** What a failure says to the user. */
-export function describe(error: unknown): string {
-  if (error instanceof ApiError) return `${error.message} (${error.code})`;
-  return error instanceof Error ? error.message : String(error);
-}
