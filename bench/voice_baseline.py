@@ -21,7 +21,7 @@ from livekit.agents.types import (
 from livekit.plugins import silero
 
 from bench.scripted import SPOKEN_ANSWER
-from bench.voice import RATE, TURN_HANDLING, Ear, Microphone, Turn, Utterance, ask
+from bench.voice_user import RATE, TURN_HANDLING, Ear, Microphone, Turn, Utterance, ask
 from voice.report import TurnMetrics
 from voice.speech.espeak import EspeakTTS
 from voice.speech.stack import SpeechConfig
