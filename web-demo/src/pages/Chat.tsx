@@ -14,6 +14,10 @@ import {
   useRenderTool,
 } from "@copilotkit/react-core/v2";
 import "@copilotkit/react-core/v2/styles.css";
+// CopilotKit imports KaTeX's stylesheet when its first assistant message mounts, so a page's
+// first answer waited for a new stylesheet and a style recalculation before it showed
+// (bench/RESULTS.md, "Web app"). Loaded with the page instead.
+import "katex/dist/katex.min.css";
 import { useCallback, useEffect, useRef, useState, type ReactNode } from "react";
 import { Link, useLocation, useParams } from "react-router-dom";
 import { z } from "zod";
