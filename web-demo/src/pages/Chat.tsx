@@ -18,7 +18,7 @@ import "@copilotkit/react-core/v2/styles.css";
 // first answer waited for a new stylesheet and a style recalculation before it showed
 // (bench/RESULTS.md, "Web app"). Loaded with the page instead.
 import "katex/dist/katex.min.css";
-import { useCallback, useEffect, useRef, useState, type ReactNode } from "react";
+import { memo, useCallback, useEffect, useRef, useState, type ReactNode } from "react";
 import { Link, useLocation, useParams } from "react-router-dom";
 import { z } from "zod";
 import { latestHeaders } from "../auth/token";
@@ -34,6 +34,14 @@ interface Hit {
   score: number;
 }
 
+/** What CopilotKit's `onError` reports. */
+interface CopilotError {
+  error: Error;
+  code: string;
+  context: Record<string, unknown>;
+}
+
+/** What the page's banner shows of it. */
 interface ChatError {
   code: string;
   message: string;
@@ -62,7 +70,7 @@ export function ChatPage() {
 
   const runEnded = useCallback(() => setListVersion((version) => version + 1), []);
   const onError = useCallback(
-    (event: { error: Error; code: string; context: Record<string, unknown> }) =>
+    (event: CopilotError) =>
       setError({ code: String(event.context?.runtimeErrorCode ?? event.code), message: event.error.message }),
     [],
   );
@@ -87,25 +95,40 @@ export function ChatPage() {
           </div>
         )}
         {known === "yes" && (
-          <CopilotKitProvider
-            key={threadId}
-            runtimeUrl={RUNTIME_URL}
-            headers={latestHeaders}
-            showDevConsole={false}
-            onError={onError}
-          >
-            <ChatTools />
-            <WhenConnected>
-              <RunWatcher onEnded={runEnded} />
-              <StateSources />
-              <CopilotChat threadId={threadId} className="chat" />
-            </WhenConnected>
-          </CopilotKitProvider>
+          <ThreadChat key={threadId} threadId={threadId} onError={onError} onRunEnded={runEnded} />
         )}
       </section>
     </div>
   );
 }
+
+/** CopilotKit on one thread. Memoized: the page's own updates (the thread list's refresh when
+ * a run ends, an error banner) must not re-render the chat while it shows an answer. */
+const ThreadChat = memo(function ThreadChat({
+  threadId,
+  onError,
+  onRunEnded,
+}: {
+  threadId: string;
+  onError: (event: CopilotError) => void;
+  onRunEnded: () => void;
+}) {
+  return (
+    <CopilotKitProvider
+      runtimeUrl={RUNTIME_URL}
+      headers={latestHeaders}
+      showDevConsole={false}
+      onError={onError}
+    >
+      <ChatTools />
+      <WhenConnected>
+        <RunWatcher onEnded={onRunEnded} />
+        <StateSources />
+        <CopilotChat threadId={threadId} className="chat" />
+      </WhenConnected>
+    </CopilotKitProvider>
+  );
+});
 
 /** Mounts the chat once the runtime has answered /info: the agent it registers replaces the
  * provisional one, and a chat mounted before would lose a run started meanwhile. */
