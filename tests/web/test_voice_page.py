@@ -38,7 +38,7 @@ async def microphone(folder: Path) -> Path:
     return path
 
 
-async def test_a_question_spoken_into_the_microphone_is_answered_aloud_in_the_thread(
+async def test_a_spoken_question_is_answered_aloud_in_the_thread_and_listed_on_the_admin_page(
     web: WebServer, tmp_path: Path, request: pytest.FixtureRequest
 ):
     web.ollama.enqueue(ScriptedReply(text_reply(ANSWER)))
@@ -79,6 +79,13 @@ async def test_a_question_spoken_into_the_microphone_is_answered_aloud_in_the_th
                 "refund", timeout=TIMEOUT
             )
             await expect(assistant(page).last).to_contain_text(ANSWER, timeout=TIMEOUT)
+            # Leaving the voice page ended the session: the admin page lists it, its one turn
+            # and its end, from the feed's voice notes.
+            await page.goto("/admin")
+            session = page.locator(f'[data-testid="voice-session"][data-thread-id="{thread_id}"]')
+            await expect(session).to_have_attribute("data-ended", "true", timeout=TIMEOUT)
+            await expect(session).to_have_attribute("data-turns", "1")
+            await expect(session).to_contain_text("ended (")
         finally:
             await screenshot(page, request.node.name)
             await context.close()

@@ -57,7 +57,14 @@ export function VoiceSessions() {
           </thead>
           <tbody>
             {listed.map((session) => (
-              <tr key={session.sessionId} data-testid="voice-session" data-session-id={session.sessionId} data-ended={session.ended !== null}>
+              <tr
+                key={session.sessionId}
+                data-testid="voice-session"
+                data-session-id={session.sessionId}
+                data-thread-id={session.threadId}
+                data-turns={session.turns}
+                data-ended={session.ended !== null}
+              >
                 <td>{clock(session.started)}</td>
                 <td title={`thread ${session.threadId}`}>{shortId(session.sessionId)}</td>
                 <td>{session.userId}</td>
