@@ -32,14 +32,18 @@ def run_input(thread_id: str, run_id: str, text: str) -> dict[str, Any]:
     }
 
 
-async def make_run(web: WebServer, answer: str) -> tuple[str, str, list[dict[str, Any]]]:
-    """A run by another client, to its end: (thread id, run id, the events it was sent)."""
+async def make_run(web: WebServer, answer: str | None) -> tuple[str, str, list[dict[str, Any]]]:
+    """A run by another client, to its end: (thread id, run id, the events it was sent). With
+    no ``answer`` the model is down (HTTP 503) and the run fails."""
     thread_id, run_id = f"thread-{uuid.uuid4().hex[:8]}", f"run-{uuid.uuid4().hex[:8]}"
-    web.ollama.enqueue(ScriptedReply(text_reply(answer)))
+    web.ollama.enqueue(
+        ScriptedReply(status=503) if answer is None else ScriptedReply(text_reply(answer))
+    )
     async with httpx.AsyncClient(base_url=web.url, timeout=PATIENCE) as client:
         status, events = await stream(client, "/agui", run_input(thread_id, run_id, "Hello"))
     assert status == 200, events
-    assert events[-1]["type"] == "RUN_FINISHED", events[-1]
+    ending = "RUN_ERROR" if answer is None else "RUN_FINISHED"
+    assert events[-1]["type"] == ending, events[-1]
     return thread_id, run_id, events
 
 
@@ -122,6 +126,25 @@ async def test_a_run_from_another_browser_appears_live_in_the_feed_the_runs_and_
     await expect(row).to_have_attribute("aria-selected", "true")
 
     await screenshot(page, "admin-monitor")
+
+
+async def test_the_runs_status_filter_lists_only_the_runs_in_that_state(page: Page, web: WebServer):
+    _, succeeded, _ = await make_run(web, "All good.")
+    _, failed, events = await make_run(web, None)
+    await page.goto("/admin")
+    rows = page.get_by_test_id("run-row")
+    succeeded_row = page.locator(f'[data-testid=run-row][data-run-id="{succeeded}"]')
+    failed_row = page.locator(f'[data-testid=run-row][data-run-id="{failed}"]')
+    await expect(succeeded_row).to_be_visible()
+    await expect(failed_row.get_by_test_id("run-error")).to_contain_text(events[-1]["code"])
+
+    await page.get_by_test_id("runs-status-filter").select_option("failed")
+    await expect(succeeded_row).to_have_count(0)
+    await expect(failed_row.get_by_test_id("run-status")).to_have_text("failed")
+    assert set(await rows.evaluate_all("rows => rows.map(row => row.dataset.status)")) == {"failed"}
+
+    await page.get_by_test_id("runs-status-filter").select_option("")
+    await expect(succeeded_row).to_be_visible()
 
 
 async def test_pause_holds_new_entries_with_their_count_and_resume_shows_them(
