@@ -14,7 +14,6 @@ import functools
 import hashlib
 import hmac
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -558,10 +557,3 @@ class JwksServer:
                 pass
 
         return Handler
-
-
-def free_port() -> int:
-    """A loopback port with nothing listening (bound, then closed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

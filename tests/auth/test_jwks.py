@@ -20,13 +20,13 @@ from jwt.algorithms import RSAAlgorithm
 
 from agent_server.auth.clerk import ClerkVerifier, InvalidToken
 from agent_server.auth.jwks import parse_jwks, usable_key
+from bench.servers import free_port
 from tests.auth.support import (
     DROP,
     KID,
     USER,
     FakeClock,
     JwksServer,
-    free_port,
     jwks_config,
     make_token,
     pem_config,

@@ -10,7 +10,6 @@ import importlib.util
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from agent_server.models.base import (
     Usage,
 )
 from agent_server.models.openai import OpenAIChatModel
+from bench.servers import free_port
 
 HELLO = ChatRequest(
     messages=[ChatMessage("user", "Say hello in five words.")], max_tokens=24, temperature=0
@@ -57,12 +57,6 @@ FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.2)
 
 async def collect(model: OpenAIChatModel, request: ChatRequest = HELLO) -> list[Delta]:
     return [delta async for delta in model.stream(request)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # A real llama_cpp.server ------------------------------------------------------------------

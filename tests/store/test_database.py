@@ -35,6 +35,7 @@ from agent_server.store.migrations import (
 )
 from agent_server.store.postgres import DatabaseUnavailable, open_pool
 from agent_server.urls import redact_url
+from bench.servers import free_port
 from tests.support.database import embedded_server, with_query
 
 REPO = Path(__file__).parents[2]
@@ -126,12 +127,6 @@ async def test_statement_timeout_cancels_a_longer_statement(database_url: str) -
         assert await pool.fetchval("SELECT 1") == 1  # the connection is still usable
     finally:
         await pool.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
