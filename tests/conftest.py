@@ -34,13 +34,14 @@ hypothesis_settings.load_profile("citadel")
 
 
 @contextlib.asynccontextmanager
-async def citadel(model: ChatModel, **settings: Any) -> AsyncIterator[str]:
-    """A real Citadel server on 127.0.0.1 with ``model``, a fresh schema of the local Postgres
-    and a fresh data directory (unless the settings say otherwise); yields its base URL. The
-    demo docs are not ingested unless ``demo_docs`` is given."""
+async def citadel(model: ChatModel, port: int = 0, **settings: Any) -> AsyncIterator[str]:
+    """A real Citadel server on 127.0.0.1 (on ``port`` if given) with ``model``, a fresh schema
+    of the local Postgres and a fresh data directory (unless the settings say otherwise);
+    yields its base URL. The demo docs are not ingested unless ``demo_docs`` is given."""
     async with contextlib.AsyncExitStack() as stack:
         settings = await isolated_settings(stack, settings)
-        yield await stack.enter_async_context(serve(create_app(Settings(**settings), model=model)))
+        app = create_app(Settings(**settings), model=model)
+        yield await stack.enter_async_context(serve(app, port))
 
 
 async def isolated_settings(

@@ -29,9 +29,15 @@ Service doubles
     ``test_real_clerk_verifies_an_opaque_token`` in the same file (``CLERK_SECRET_KEY``,
     ``CLERK_TEST_M2M_TOKEN``, optionally ``CLERK_API_URL``).
 ``JwksServer`` (tests/auth/support.py)
-    Clerk's JWKS endpoint (``/.well-known/jwks.json``), with faults on demand. **No opt-in
-    test fetches Clerk's real JWKS**; the verifier's verdicts are compared offline with
-    Clerk's own SDK (tests/auth/test_clerk_differential.py).
+    Clerk's JWKS endpoint (``/.well-known/jwks.json``), with faults on demand. The verifier's
+    verdicts are compared offline with Clerk's own SDK (tests/auth/test_clerk_differential.py).
+    Real: tests/web/test_clerk_sign_in.py (below) verifies a development instance's session
+    tokens against its JWKS.
+A token source in the page (``window.citadelTokenSource``, tests/web/test_signed_in.py)
+    Clerk's sign-in in the browser (its Frontend API and React SDK): the web app is given
+    session tokens signed against the tests' key. Real: tests/web/test_clerk_sign_in.py
+    (``CLERK_PUBLISHABLE_KEY``, ``CLERK_SECRET_KEY`` of a development instance,
+    ``CLERK_TEST_USER_ID``; optionally ``CLERK_API_URL``), signing in through ``ClerkGate``.
 qdrant-client's ``:memory:`` mode (the ``qdrant-memory`` case of tests/knowledge/test_vectors.py)
     A Qdrant server, behind the same client API (a brute-force engine in process). Real:
     the ``qdrant-server`` case of every shared vector-store test, and

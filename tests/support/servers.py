@@ -19,11 +19,12 @@ class _Server(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serve(app: ASGIApp) -> AsyncIterator[str]:
-    """Serve ``app`` on a free loopback port; yields its base URL (no trailing slash)."""
+async def serve(app: ASGIApp, port: int = 0) -> AsyncIterator[str]:
+    """Serve ``app`` on a loopback port (a free one unless ``port`` says which: a test that
+    must name the origin before the server starts); yields its base URL (no trailing slash)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     config = uvicorn.Config(
         app,
         log_config=None,
