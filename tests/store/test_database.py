@@ -15,7 +15,7 @@ import signal
 import socket
 import sys
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +37,7 @@ from agent_server.store.postgres import DatabaseUnavailable, open_pool
 from agent_server.urls import redact_url
 from bench.servers import free_port
 from tests.support.database import embedded_server, with_query
+from tests.support.waiting import eventually
 
 REPO = Path(__file__).parents[2]
 PACKAGED = REPO / "agent_server" / "store" / "migrations"
@@ -164,23 +165,17 @@ async def test_unusable_url_fails_at_once_without_the_password(
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
 
 
-async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
-    """Poll until ``check`` holds; the test's timeout bounds the wait."""
-    while True:
-        if await check():
-            return
-        await asyncio.sleep(0.01)
-
-
 async def reload_config(admin: asyncpg.Connection, url: str) -> None:
     """``pg_reload_conf()`` only signals the server; wait until new sessions see the reload."""
     before = await admin.fetchval("SELECT pg_conf_load_time()")
     await admin.execute("SELECT pg_reload_conf()")
 
     async def reloaded() -> bool:
+        # A new session has the server's last reload time: any other than before means a
+        # reload (not compared by order, which a step of the wall clock would break).
         connection = await asyncpg.connect(url)
         try:
-            return await connection.fetchval("SELECT pg_conf_load_time()") > before
+            return await connection.fetchval("SELECT pg_conf_load_time()") != before
         finally:
             await connection.close()
 
