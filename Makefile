@@ -45,9 +45,7 @@ run: $(VENV)/.installed $(WEB_BUILT)
 # (tests/bench: every benchmark in its smoke mode; tests/e2e) on Redis databases 6 to 8, the
 # rest on 3 to 5 (tests/support/redis.py). They share no database, port or file; either
 # failing fails.
-test: $(VENV)/.installed-bench $(NODE_HARNESS)/node_modules/.installed $(CHROMIUM) $(WEB_BUILT)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+test: lint $(VENV)/.installed-bench $(NODE_HARNESS)/node_modules/.installed $(CHROMIUM) $(WEB_BUILT)
 	mkdir -p build
 	CITADEL_TEST_REDIS_DB=6 $(BIN)/pytest -p no:cacheprovider tests/bench tests/e2e \
 		> build/test-processes.log 2>&1 & processes=$$!; \
@@ -62,9 +60,11 @@ bench: $(VENV)/.installed-bench $(CHROMIUM) $(WEB_BUILT)
 
 setup: $(VENV)/.installed $(NODE_HARNESS)/node_modules/.installed $(CHROMIUM) $(WEB_BUILT)
 
-lint:
+# ruff on the Python, TypeScript's checker on the web app (vite builds without checking types).
+lint: $(VENV)/.installed $(WEB)/node_modules/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	cd $(WEB) && npx tsc --noEmit -p .
 
 format:
 	$(BIN)/ruff check --fix .
