@@ -2,6 +2,7 @@
  * item it saw when the stream ends (the server ends each after a while) or breaks, so
  * nothing between is missed. */
 import { ApiError, describeError, events } from "../../lib/api";
+import { sleep } from "../../lib/sleep";
 import { type ConnectedItem, type FeedItem } from "./types";
 
 export type FeedState = "connecting" | "live" | "reconnecting" | "stopped";
@@ -39,7 +40,7 @@ export async function readFeed(params: URLSearchParams, signal: AbortSignal, han
       }
       if (signal.aborted) return;
       handlers.onState("reconnecting", null);
-      await wait(250, signal);
+      await sleep(250, signal);
     } catch (error) {
       if (signal.aborted) return;
       if (error instanceof ApiError && [400, 403, 404, 422].includes(error.status)) {
@@ -48,17 +49,7 @@ export async function readFeed(params: URLSearchParams, signal: AbortSignal, han
       }
       failures += 1;
       handlers.onState("reconnecting", describeError(error));
-      await wait(Math.min(500 * 2 ** failures, MAX_BACKOFF_MS), signal);
+      await sleep(Math.min(500 * 2 ** failures, MAX_BACKOFF_MS), signal);
     }
   }
-}
-
-function wait(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = window.setTimeout(resolve, ms);
-    signal.addEventListener("abort", () => {
-      window.clearTimeout(timer);
-      resolve();
-    });
-  });
 }

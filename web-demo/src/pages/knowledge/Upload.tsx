@@ -2,6 +2,7 @@
  * /rag/jobs/{id}) until it finishes. */
 import { useEffect, useRef, useState, type FormEvent } from "react";
 import { api, describeError } from "../../lib/api";
+import { sleep } from "../../lib/sleep";
 import { FINISHED, type IngestJob } from "./types";
 
 const POLL_MS = 500;
@@ -28,7 +29,7 @@ export function Upload({ onIngested }: { onIngested: () => void }) {
   async function follow(job: IngestJob) {
     const signal = stop.current.signal;
     while (!FINISHED.has(job.status) && !signal.aborted) {
-      await pause(POLL_MS, signal);
+      await sleep(POLL_MS, signal);
       job = (await api<{ job: IngestJob }>(`/rag/jobs/${encodeURIComponent(job.id)}`, { signal })).job;
       update(job);
     }
@@ -120,14 +121,4 @@ function JobProgress({ job }: { job: IngestJob }) {
       )}
     </li>
   );
-}
-
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = window.setTimeout(resolve, ms);
-    signal.addEventListener("abort", () => {
-      window.clearTimeout(timer);
-      resolve();
-    });
-  });
 }
