@@ -1,23 +1,17 @@
 /** One run's stored events in order (GET /admin/runs/{id}?thread=…), with its outcome. */
-import { useEffect } from "react";
 import { api } from "../../lib/api";
 import { useApi } from "../../lib/useApi";
 import { duration } from "./Runs";
 import { summarizeEvent } from "./summary";
 import { type RunRef, type RunWithEvents } from "./types";
 
-const POLL_RUNNING_MS = 2000;
-
 export function RunTimeline({ run, version }: { run: RunRef; version: number }) {
   const path = `/admin/runs/${encodeURIComponent(run.runId)}?thread=${encodeURIComponent(run.threadId)}`;
-  const { data: detail, failure, reload, update, fail } = useApi<RunWithEvents>(path, version);
-
-  const running = detail?.status === "running";
-  useEffect(() => {
-    if (!running) return;
-    const timer = window.setTimeout(reload, POLL_RUNNING_MS);
-    return () => window.clearTimeout(timer);
-  }, [running, detail, reload]);
+  const { data: detail, failure, update, fail } = useApi<RunWithEvents>(
+    path,
+    version,
+    (shown) => shown.status === "running",
+  );
 
   async function more() {
     if (!detail?.nextAfterSeq) return;

@@ -1,12 +1,11 @@
 /** Every user's runs (GET /admin/runs), newest first: status, errors, duration, tokens.
  * Reloaded when the feed says a run started or ended, and while any shown run is running. */
-import { useEffect, useState } from "react";
+import { useState } from "react";
 import { api } from "../../lib/api";
 import { useApi } from "../../lib/useApi";
 import { shortId, type Run, type RunRef } from "./types";
 
 const STATUSES = ["", "running", "succeeded", "failed", "interrupted", "cancelled"];
-const POLL_RUNNING_MS = 2000;
 
 interface RunsPage {
   runs: Run[];
@@ -23,15 +22,12 @@ export function Runs({
   onSelect: (run: RunRef) => void;
 }) {
   const [status, setStatus] = useState("");
-  const { data: page, failure, reload, update, fail } = useApi<RunsPage>(`/admin/runs?${query(status)}`, version);
+  const { data: page, failure, reload, update, fail } = useApi<RunsPage>(
+    `/admin/runs?${query(status)}`,
+    version,
+    (shown) => shown.runs.some((run) => run.status === "running"),
+  );
   const runs = page?.runs ?? null;
-
-  const running = runs?.some((run) => run.status === "running") ?? false;
-  useEffect(() => {
-    if (!running) return;
-    const timer = window.setTimeout(reload, POLL_RUNNING_MS);
-    return () => window.clearTimeout(timer);
-  }, [running, page, reload]);
 
   async function more() {
     if (!page?.nextBefore) return;
