@@ -24,11 +24,9 @@ from agent_server.config import Settings
 from tests.conftest import double_model
 from tests.doubles.ollama import ScriptedReply, text_reply
 from tests.support.waiting import PATIENCE
-from tests.voice.services import services_on_their_loop
+from tests.voice.services import voice_worker
 from voice.room import AGUI_TOPIC
-from voice.speech.stack import SpeechConfig, speech_stack
 from voice.token import mint_room_token
-from voice.worker import VoiceWorker, agent_server
 
 URL = os.environ.get("LIVEKIT_URL", "")
 KEY = os.environ.get("LIVEKIT_API_KEY", "devkey")
@@ -111,38 +109,26 @@ async def test_the_agent_joins_and_answers_typed_text_with_ag_ui_events_in_the_r
     )
     thread = f"thread_{uuid.uuid4().hex}"
     model = lambda: double_model(ollama)  # noqa: E731 - made on the services' loop
-    async with services_on_their_loop(model, retrieval="off") as (services, home):
-        stack = speech_stack(SpeechConfig.from_settings(services.settings))
-        server = agent_server(settings, VoiceWorker(services, home, stack))
-        registered = asyncio.Event()
-        server.on("worker_registered", lambda *_: registered.set())
-        # devmode: no load shedding, a busy test machine must not turn the job away
-        running = asyncio.create_task(server.run(devmode=True))
+    async with voice_worker(model, settings, retrieval="off") as (services, home):
+        grant = mint_room_token(
+            api_key=KEY,
+            api_secret=SECRET,
+            owner="user_room",
+            thread_id=thread,
+            agent_name=name,
+            ttl=600,
+        )
+        user = UserInRoom(rtc.Room())
+        await user.room.connect(URL, grant.token)
         try:
-            async with asyncio.timeout(PATIENCE):
-                await registered.wait()
-            grant = mint_room_token(
-                api_key=KEY,
-                api_secret=SECRET,
-                owner="user_room",
-                thread_id=thread,
-                agent_name=name,
-                ttl=600,
-            )
-            user = UserInRoom(rtc.Room())
-            await user.room.connect(URL, grant.token)
-            try:
-                user.check_present()
-                await user.agent_went("listening")  # its session has started: text is heard
-                await user.room.local_participant.send_text(QUESTION, topic="lk.chat")
-                events = await user.run_events()
-                # Leaving while it speaks would keep only what was said (barge-in).
-                await user.agent_went("listening", "speaking", "listening")
-            finally:
-                await user.room.disconnect()
+            user.check_present()
+            await user.agent_went("listening")  # its session has started: text is heard
+            await user.room.local_participant.send_text(QUESTION, topic="lk.chat")
+            events = await user.run_events()
+            # Leaving while it speaks would keep only what was said (barge-in).
+            await user.agent_went("listening", "speaking", "listening")
         finally:
-            await server.aclose()
-            await running
+            await user.room.disconnect()
         stored = await home.call(services.store.load(thread))
 
     assert events[0]["type"] == "RUN_STARTED" and events[-1]["type"] == "RUN_FINISHED"

@@ -12,8 +12,6 @@ Ollama server runs here)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
 from pathlib import Path
 
@@ -28,11 +26,9 @@ from tests.support.browser import WEB_APP, chromium, screenshot
 from tests.support.database import isolated_database_url
 from tests.support.voice import words
 from tests.support.waiting import PATIENCE
-from tests.voice.services import services_on_their_loop
+from tests.voice.services import voice_worker
 from tests.voice.test_livekit_room import KEY, SECRET, URL
 from tests.web.test_voice_page import ANSWER, microphone
-from voice.speech.stack import SpeechConfig, speech_stack
-from voice.worker import VoiceWorker, agent_server
 
 pytestmark = [
     pytest.mark.opt_in,
@@ -43,29 +39,6 @@ pytestmark = [
         reason="no LiveKit server: set LIVEKIT_URL (livekit-server --dev: ws://127.0.0.1:7880)",
     ),
 ]
-
-
-@contextlib.asynccontextmanager
-async def voice_worker(ollama: OllamaDouble, database_url: str, livekit: dict[str, str]):
-    """The voice worker, registered with the LiveKit server, on ``database_url``."""
-    model = lambda: double_model(ollama)  # noqa: E731 - made on the services' loop
-    async with services_on_their_loop(model, retrieval="off", database_url=database_url) as (
-        services,
-        home,
-    ):
-        stack = speech_stack(SpeechConfig.from_settings(services.settings))
-        server = agent_server(Settings(**livekit), VoiceWorker(services, home, stack))
-        registered = asyncio.Event()
-        server.on("worker_registered", lambda *_: registered.set())
-        # devmode: no load shedding, a busy test machine must not turn the job away
-        running = asyncio.create_task(server.run(devmode=True))
-        try:
-            async with asyncio.timeout(PATIENCE):
-                await registered.wait()
-            yield
-        finally:
-            await server.aclose()
-            await running
 
 
 async def test_the_voice_page_talks_with_the_agent_through_a_livekit_room(
@@ -80,7 +53,12 @@ async def test_the_voice_page_talks_with_the_agent_through_a_livekit_room(
     }
     async with (
         isolated_database_url() as database_url,
-        voice_worker(ollama, database_url, livekit),
+        voice_worker(
+            lambda: double_model(ollama),  # made on the services' loop
+            Settings(**livekit),
+            retrieval="off",
+            database_url=database_url,
+        ),
         citadel(double_model(ollama), web_dir=WEB_APP, database_url=database_url, **livekit) as url,
         chromium(microphone=await microphone(tmp_path)) as browser,
     ):
